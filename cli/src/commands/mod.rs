@@ -1,0 +1,121 @@
+//! The command tree. Each sub-module holds one command group.
+
+mod agent;
+mod bench;
+mod config;
+mod get;
+mod job;
+mod node;
+mod run;
+mod serve;
+mod version;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Client;
+
+/// gadus: run Docker and WASM jobs next to the data, over a Bacalhau-compatible API.
+#[derive(Debug, Parser)]
+#[command(name = "gadus", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Host of the node's API (client commands) or address to bind (serve).
+    #[arg(long, env = "GADUS_API_HOST", global = true)]
+    pub api_host: Option<String>,
+    /// Port of the node's API.
+    #[arg(long, env = "GADUS_API_PORT", global = true)]
+    pub api_port: Option<u16>,
+    /// Data directory (default ~/.gadus).
+    #[arg(long, env = "GADUS_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Log format for the node: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    pub log_format: String,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "GADUS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Global {
+    /// A client for the configured node.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let host = match self.api_host.as_deref() {
+            None | Some("0.0.0.0") | Some("") => "127.0.0.1",
+            Some(h) => h,
+        };
+        Client::new(host, self.api_port.unwrap_or(1234))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the version of this client (and of the node, if reachable).
+    Version(version::Args),
+    /// Run a node (orchestrator and compute by default).
+    Serve(serve::Args),
+    /// Work with jobs.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// Run a WASM module as a job.
+    #[command(subcommand)]
+    Wasm(run::WasmCommand),
+    /// Run a Docker image as a job.
+    #[command(subcommand)]
+    Docker(run::DockerCommand),
+    /// Download the results of a job.
+    Get(get::Args),
+    /// Inspect and manage nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Ask the node about itself.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Read and change the node configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Measure gadus (each prints one JSON line per configuration).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Version(args) => runtime()?.block_on(version::run(&g, args)),
+        Command::Serve(args) => serve::run(&g, args),
+        Command::Job(cmd) => job::run(&g, cmd),
+        Command::Wasm(cmd) => run::wasm(&g, cmd),
+        Command::Docker(cmd) => run::docker(&g, cmd),
+        Command::Get(args) => runtime()?.block_on(get::run(&g, args)),
+        Command::Node(cmd) => runtime()?.block_on(node::run(&g, cmd)),
+        Command::Agent(cmd) => runtime()?.block_on(agent::run(&g, cmd)),
+        Command::Config(cmd) => config::run(&g, cmd),
+        Command::Bench(cmd) => bench::run(&g, cmd),
+    }
+}
+
+/// A tokio runtime for client commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
+}
+
+/// Human time from Unix nanoseconds.
+pub fn time_ns(ns: i64) -> String {
+    let t = gadus_core::model::Timestamp(ns).to_rfc3339();
+    t.split('.').next().unwrap_or(&t).trim_end_matches('Z').replace('T', " ")
+}

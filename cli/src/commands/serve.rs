@@ -1,0 +1,113 @@
+//! `gadus serve`: run a node until Ctrl-C.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use gadus_node::config::{Layers, NodeConfig};
+
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run the orchestrator (alone, unless --compute is also given).
+    #[arg(long)]
+    orchestrator: bool,
+    /// Run the compute role (alone, unless --orchestrator is also given).
+    #[arg(long)]
+    compute: bool,
+    /// Node labels `key=value` (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Bootstrap peers (`/ip4/127.0.0.1/tcp/PORT/p2p/ID`).
+    #[arg(long)]
+    peer: Vec<String>,
+    /// Any config key: `-c Key.Path=value` (repeatable).
+    #[arg(short = 'c', long = "config")]
+    config: Vec<String>,
+}
+
+/// The effective configuration for a node started from the command line.
+pub fn load_config(g: &Global, extra: &[(String, String)]) -> anyhow::Result<NodeConfig> {
+    let data_dir = gadus_node::resolve_data_dir(g.data_dir.clone());
+    let mut flags: Vec<(String, String)> = vec![("DataDir".into(), data_dir.display().to_string())];
+    if let Some(h) = &g.api_host {
+        flags.push(("API.Host".into(), h.clone()));
+    }
+    if let Some(p) = g.api_port {
+        flags.push(("API.Port".into(), p.to_string()));
+    }
+    if let Some(l) = &g.log_level {
+        flags.push(("Logging.Level".into(), l.clone()));
+    }
+    if g.log_format == "json" {
+        flags.push(("Logging.Mode".into(), "json".into()));
+    }
+    flags.extend(extra.iter().cloned());
+    let layers =
+        Layers { file: Some(data_dir.join("config.yaml")), env: std::env::vars().collect(), flags };
+    NodeConfig::load(&layers).context("loading the configuration")
+}
+
+pub fn init_logging(cfg: &NodeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GADUS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},hyper=warn,fjall=warn,lsm_tree=warn",
+            cfg.logging.level
+        ))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if cfg.logging.mode.eq_ignore_ascii_case("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let mut extra = Vec::new();
+    if args.orchestrator || args.compute {
+        extra.push(("Orchestrator.Enabled".into(), args.orchestrator.to_string()));
+        extra.push(("Compute.Enabled".into(), args.compute.to_string()));
+    }
+    if !args.labels.is_empty() {
+        extra.push(("Labels".into(), args.labels.join(",")));
+    }
+    if !args.peer.is_empty() {
+        extra.push(("Network.Peers".into(), args.peer.join(",")));
+    }
+    for c in &args.config {
+        let (k, v) =
+            c.split_once('=').with_context(|| format!("-c expects Key.Path=value, got {c:?}"))?;
+        extra.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let cfg = load_config(g, &extra)?;
+    init_logging(&cfg);
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let node = gadus_node::start(cfg, Default::default()).await?;
+        eprintln!("gadus node {} is ready", node.node_id);
+        eprintln!("API: {}", node.api_url());
+        let host = if node.api_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { node.api_addr.ip().to_string() };
+        eprintln!("To use this node from another shell:\n  export GADUS_API_HOST={host} GADUS_API_PORT={}", node.api_addr.port());
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("shutting down");
+                node.shutdown().await;
+            }
+            () = wait_term() => {
+                node.shutdown().await;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_term() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,118 @@
+//! `/api/v1/agent/*`, `/api/v1/auth*` and Bacalhau's v1.4 compatibility paths.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use gadus_core::model::{BuildVersionInfo, Timestamp, WallTime};
+use serde_json::json;
+
+use super::{AppState, json_ok};
+
+/// The Bacalhau API version this node implements (Bacalhau's CLI checks it is ≥ v1.4).
+pub const API_VERSION: &str = "v1.7.0";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/api/v1/agent/version") }))
+        .route("/version", get(|| async { Redirect::temporary("/api/v1/agent/version") }))
+        .route("/livez", get(|| async { Redirect::temporary("/api/v1/agent/alive") }))
+        .route("/api/v1/agent/alive", get(alive))
+        .route("/api/v1/agent/version", get(version))
+        .route("/api/v1/agent/node", get(node))
+        .route("/api/v1/agent/debug", get(debug))
+        .route("/api/v1/agent/config", get(config))
+        .route("/api/v1/healthz", get(|| async { "OK" }))
+        .route("/api/v1/livez", get(|| async { "OK" }))
+        .route(
+            "/api/v1/id",
+            get(|State(s): State<AppState>| async move { s.node.shared.node_id.clone() }),
+        )
+        .route("/api/v1/node_info", get(node))
+        .route("/api/v1/auth", get(auth_methods))
+        .route("/api/v1/auth/{name}", get(auth_method).post(authenticate))
+}
+
+async fn alive() -> Response {
+    json_ok(&json!({"Status": "OK"}))
+}
+
+/// Build information; `GitVersion` is the Bacalhau API level, `GitCommit` names gadus.
+pub fn build_info() -> BuildVersionInfo {
+    let date = option_env!("GADUS_BUILD_EPOCH")
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(1_763_683_200);
+    BuildVersionInfo {
+        major: "1".into(),
+        minor: "7".into(),
+        git_version: API_VERSION.into(),
+        git_commit: format!("gadus-{}", env!("CARGO_PKG_VERSION")),
+        build_date: WallTime::at(Timestamp::from_secs(date)),
+        goos: std::env::consts::OS.into(),
+        goarch: match std::env::consts::ARCH {
+            "x86_64" => "amd64".into(),
+            "aarch64" => "arm64".into(),
+            a => a.into(),
+        },
+    }
+}
+
+async fn version() -> Response {
+    json_ok(&build_info())
+}
+
+async fn node(State(s): State<AppState>) -> Response {
+    let info = s.node.shared.info.read().map(|i| i.clone()).unwrap_or_default();
+    json_ok(&info)
+}
+
+async fn debug(State(s): State<AppState>) -> Response {
+    let nodes = s.node.shared.nodes.read().map(|n| n.len()).unwrap_or(0);
+    json_ok(&json!({
+        "gadus": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "node_id": s.node.shared.node_id,
+            "uptime_seconds": s.started.elapsed().as_secs(),
+            "orchestrator": s.node.shared.orchestrator,
+            "known_nodes": nodes,
+            "stored_jobs": s.node.shared.store.job_count(),
+        }
+    }))
+}
+
+async fn config(State(s): State<AppState>) -> Response {
+    json_ok(&json!({ "config": &*s.config }))
+}
+
+/// Anonymous mode: one challenge method, as Bacalhau's default, so Bacalhau's CLI can log in.
+fn methods(s: &AppState) -> serde_json::Value {
+    let phrase = base64::engine::general_purpose::STANDARD.encode(s.node.shared.node_id.as_bytes());
+    json!({ "ClientKey": { "type": "challenge", "params": { "InputPhrase": phrase } } })
+}
+
+async fn auth_methods(State(s): State<AppState>) -> Response {
+    json_ok(&json!({ "NextToken": "", "Methods": methods(&s) }))
+}
+
+async fn auth_method(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match methods(&s).get(&name) {
+        Some(m) => json_ok(m),
+        None => {
+            super::ApiErr::not_found(format!("no authentication method {name:?}")).into_response()
+        }
+    }
+}
+
+/// In anonymous mode every request is allowed, so a token grants nothing extra: it only lets
+/// Bacalhau's CLI, which insists on logging in, proceed. Real authentication comes with the
+/// auth policies.
+async fn authenticate(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    if methods(&s).get(&name).is_none() {
+        return super::ApiErr::not_found(format!("no authentication method {name:?}"))
+            .into_response();
+    }
+    json_ok(
+        &json!({ "Authentication": { "success": true, "token": format!("anonymous.{}", s.node.shared.node_id) } }),
+    )
+}

@@ -1,0 +1,344 @@
+//! The REST API, compatible with Bacalhau v1 (`../shared/reference/bacalhau-api.md` §2, §10).
+//!
+//! Every error has Bacalhau's shape `{Status, Message, RequestID, Code, Component}`; every
+//! response carries `X-Request-Id`; bodies are limited in size and decoded leniently (keys
+//! match case-insensitively, unknown keys are ignored); each request has a timeout except the
+//! log websocket.
+
+mod agent;
+mod jobs;
+mod logs;
+mod nodes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::json;
+
+use crate::config::NodeConfig;
+use crate::runtime::Handle;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node loop.
+    pub node: Handle,
+    /// The effective configuration.
+    pub config: Arc<NodeConfig>,
+    /// Extra routes' state (content store etc.) lives in later modules.
+    pub started: Instant,
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The request ID of the request being served (empty outside a request).
+pub fn request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// An error in Bacalhau's shape.
+#[derive(Debug)]
+pub struct ApiErr {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    component: &'static str,
+    details: Vec<String>,
+}
+
+impl ApiErr {
+    /// An error with a status and Bacalhau error code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiErr {
+            status,
+            code,
+            message: message.into(),
+            component: "APIServer",
+            details: Vec::new(),
+        }
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// 404 NotFound.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
+    /// 500 InternalError.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+
+    /// Attaches per-problem details.
+    pub fn with_details(mut self, details: Vec<String>) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// Names the component at fault.
+    pub fn component(mut self, c: &'static str) -> Self {
+        self.component = c;
+        self
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "Status": self.status.as_u16(),
+            "Message": self.message,
+            "RequestID": request_id(),
+            "Code": self.code,
+            "Component": self.component,
+        });
+        if !self.details.is_empty() {
+            body["Details"] = json!({ "Problems": self.details });
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiErr {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "DatastoreFailure", e.to_string())
+            .component("Store")
+    }
+}
+
+impl From<crate::runtime::Stopped> for ApiErr {
+    fn from(e: crate::runtime::Stopped) -> Self {
+        ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string())
+    }
+}
+
+/// JSON with exact model encoding.
+pub fn json_ok<T: serde::Serialize>(v: &T) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Build information this node reports (`/agent/version`).
+pub fn build_info_public() -> gadus_core::model::BuildVersionInfo {
+    agent::build_info()
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(agent::routes())
+        .merge(jobs::routes())
+        .merge(nodes::routes())
+        .route("/api/v1/requester/{*rest}", any(gone))
+        .route("/metrics", get(metrics));
+    let limit = state.config.api.max_body_bytes;
+    Router::new()
+        .merge(api)
+        .merge(logs::routes())
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .with_state(state)
+}
+
+async fn gone() -> ApiErr {
+    ApiErr::new(
+        StatusCode::GONE,
+        "NotImplemented",
+        "the legacy /api/v1/requester API was removed in Bacalhau v1.4; use /api/v1/orchestrator (see https://docs.bacalhau.org/references/cli-reference/command-migration)",
+    )
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiErr {
+    ApiErr::not_found(format!("{method} {} is not an endpoint of this API", uri.path()))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.node.shared.metrics.render())
+        .into_response()
+}
+
+/// Edge middleware: request ID, client version check, per-request timeout, latency metrics.
+async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(uuid_v4);
+    let method = req.method().to_string();
+    let route = route_label(req.uri().path());
+    let websocket = req.uri().path().ends_with("/logs");
+    let started = Instant::now();
+    let timeout = crate::config::parse_duration(&s.config.api.request_timeout)
+        .unwrap_or(Duration::from_secs(30));
+    let version_check = check_client_version(&req);
+    let limit = s.config.api.max_body_bytes;
+    let fut = async move {
+        // Read the body here, under the size limit: an oversized one is drained (up to a hard
+        // cap) before answering 413, so the client sees the answer instead of a reset.
+        let req = if websocket {
+            req
+        } else {
+            match limit_body(req, limit).await {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            }
+        };
+        if let Err(e) = version_check {
+            return *e;
+        }
+        if websocket {
+            next.run(req).await
+        } else {
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => ApiErr::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "TimeOut",
+                    format!("request took longer than {timeout:?}"),
+                )
+                .into_response(),
+            }
+        }
+    };
+    let mut resp = REQUEST_ID.scope(id.clone(), fut).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    s.node.shared.metrics.api(&method, &route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// Largest body drained before answering 413 (beyond it the connection is dropped).
+const DRAIN_MAX: usize = 64 * 1024 * 1024;
+
+async fn limit_body(req: Request, limit: usize) -> Result<Request, Box<Response>> {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = req.into_parts();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(Box::new(
+                ApiErr::bad_request("could not read the request body").into_response(),
+            ));
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        let e = ApiErr::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BadRequest",
+            format!("request body of {total}+ bytes exceeds the {limit}-byte limit"),
+        );
+        return Err(Box::new(e.into_response()));
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(buf)))
+}
+
+/// Bacalhau's CLI sends its version; one older than v1.4.0 cannot speak this API.
+fn check_client_version(req: &Request) -> Result<(), Box<Response>> {
+    let Some(v) = req.headers().get("x-bacalhau-git-version").and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let v = v.trim();
+    if v.is_empty() || v == "v0.0.0" || v.contains("dev") {
+        return Ok(());
+    }
+    let Some(parsed) = parse_semver(v) else {
+        let e = ApiErr::new(
+            StatusCode::BAD_REQUEST,
+            "VersionMismatch",
+            format!("invalid client version {v:?}"),
+        );
+        return Err(Box::new(e.into_response()));
+    };
+    if parsed < (1, 4, 0) {
+        let body = json!({
+            "Error": format!("client version {v} is older than the minimum supported v1.4.0"),
+            "MinVersion": "v1.4.0",
+            "ClientVersion": v,
+            "ServerVersion": agent::API_VERSION,
+        });
+        return Err(Box::new((StatusCode::FORBIDDEN, axum::Json(body)).into_response()));
+    }
+    Ok(())
+}
+
+fn parse_semver(v: &str) -> Option<(u64, u64, u64)> {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let core = v.split(['-', '+']).next()?;
+    let mut it = core.split('.');
+    let a = it.next()?.parse().ok()?;
+    let b = it.next().unwrap_or("0").parse().ok()?;
+    let c = it.next().unwrap_or("0").parse().ok()?;
+    Some((a, b, c))
+}
+
+/// A low-cardinality route label for metrics (IDs replaced).
+fn route_label(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with("j-")
+                || seg.starts_with("e-")
+                || seg.starts_with("n-")
+                || seg.len() > 24
+            {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        return "00000000-0000-4000-8000-000000000000".into();
+    }
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+}
+
+/// Reads a JSON body leniently, mapping size and syntax problems to Bacalhau errors.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, ApiErr> {
+    gadus_core::model::codec::from_json(body, limit).map_err(|e| match e {
+        gadus_core::model::DecodeError::TooLarge { .. } => {
+            ApiErr::new(StatusCode::PAYLOAD_TOO_LARGE, "BadRequest", e.to_string())
+        }
+        gadus_core::model::DecodeError::Invalid(m) => {
+            ApiErr::bad_request(format!("invalid request body: {m}"))
+        }
+    })
+}
+
+/// Maps a body extraction failure (too large, unreadable) to the error shape.
+pub fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiErr {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiErr::new(StatusCode::PAYLOAD_TOO_LARGE, "BadRequest", "request body too large")
+    } else {
+        ApiErr::new(status, "BadRequest", e.body_text())
+    }
+}

@@ -1,0 +1,818 @@
+//! Node configuration: defaults < `config.yaml` in the data dir < `GADUS_<KEY_PATH>`
+//! environment variables < command-line flags.
+//!
+//! Keys follow Bacalhau's current ones (`API.Port`, `Orchestrator.Enabled`, `Compute.Enabled`,
+//! `Labels`, `Compute.AllocatedCapacity.CPU`, `JobAdmissionControl.*`, `JobDefaults.*`, ...).
+//! The layers are merged as JSON trees (keys matched case-insensitively, as Bacalhau does) and
+//! then decoded into [`NodeConfig`]; an environment variable names a key path in upper case
+//! with `.` replaced by `_` (`GADUS_API_PORT`, `GADUS_COMPUTE_ALLOCATEDCAPACITY_CPU`).
+//! Durations are Go-style strings (`30s`, `1m30s`, `500ms`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gadus_core::model::lenient::CaseInsensitive;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The whole node configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeConfig {
+    /// Where state lives (`~/.gadus`).
+    pub data_dir: String,
+    /// Node labels jobs can select on.
+    pub labels: BTreeMap<String, String>,
+    /// The REST API.
+    #[serde(rename = "API")]
+    pub api: ApiConfig,
+    /// Orchestrator role.
+    pub orchestrator: OrchestratorSection,
+    /// Compute role.
+    pub compute: ComputeSection,
+    /// Admission rules for jobs on this compute node.
+    pub job_admission_control: AdmissionSection,
+    /// Defaults applied to submitted jobs.
+    pub job_defaults: JobDefaultsSection,
+    /// Engines.
+    pub engines: Toggles,
+    /// Input sources.
+    pub input_sources: InputSection,
+    /// Publishers.
+    pub publishers: Toggles,
+    /// Peer-to-peer network.
+    pub network: NetworkSection,
+    /// Logs.
+    pub logging: LoggingSection,
+}
+
+/// `API.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ApiConfig {
+    /// Bind address.
+    pub host: String,
+    /// Port (Bacalhau's default 1234).
+    pub port: u16,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Per-request timeout (websockets excepted).
+    pub request_timeout: String,
+}
+
+/// `Orchestrator.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct OrchestratorSection {
+    /// Run the orchestrator.
+    pub enabled: bool,
+    /// Node liveness and approval.
+    pub node_manager: NodeManagerSection,
+    /// Scheduling.
+    pub scheduler: SchedulerSection,
+}
+
+/// `Orchestrator.NodeManager.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeManagerSection {
+    /// Silence after which a node is disconnected.
+    pub disconnect_timeout: String,
+    /// New nodes wait for an operator's approval.
+    pub manual_approval: bool,
+}
+
+/// `Orchestrator.Scheduler.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SchedulerSection {
+    /// How often a queued job looks for nodes again.
+    pub queue_backoff: String,
+    /// How long a job without QueueTimeout waits for busy (not unsuitable) nodes.
+    pub busy_queue_timeout: String,
+    /// How long a node may take to answer a bid.
+    pub bid_timeout: String,
+    /// Failed attempts per partition before a batch job fails.
+    pub max_attempts: u32,
+    /// First retry delay (doubles per failure).
+    pub retry_backoff: String,
+    /// Longest retry delay.
+    pub max_retry_backoff: String,
+}
+
+/// `Compute.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ComputeSection {
+    /// Run the compute role.
+    pub enabled: bool,
+    /// Share of this machine offered to jobs (`80%`) or absolute amounts (`2`, `4gb`).
+    pub allocated_capacity: CapacitySection,
+    /// Heartbeats.
+    pub heartbeat: HeartbeatSection,
+    /// Host paths jobs may mount with `local` inputs: `path[:ro|:rw]`.
+    pub allow_listed_local_paths: Vec<String>,
+    /// stdout/stderr bytes returned inline in an execution.
+    pub max_inline_output_bytes: usize,
+}
+
+/// `Compute.AllocatedCapacity.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CapacitySection {
+    /// CPU.
+    #[serde(rename = "CPU")]
+    pub cpu: String,
+    /// Memory.
+    pub memory: String,
+    /// Disk.
+    pub disk: String,
+    /// GPU.
+    #[serde(rename = "GPU")]
+    pub gpu: String,
+}
+
+/// `Compute.Heartbeat.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HeartbeatSection {
+    /// Heartbeat period.
+    pub interval: String,
+}
+
+/// `JobAdmissionControl.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AdmissionSection {
+    /// `anywhere` or `local`.
+    pub locality: String,
+    /// Refuse jobs without inputs.
+    pub reject_stateless_jobs: bool,
+    /// Refuse jobs that ask for network access.
+    pub reject_networked_jobs: bool,
+    /// URL probed before bidding.
+    #[serde(rename = "ProbeHTTP")]
+    pub probe_http: String,
+    /// Command run before bidding.
+    pub probe_exec: String,
+}
+
+/// `JobDefaults.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct JobDefaultsSection {
+    /// Batch jobs.
+    pub batch: TypeDefaults,
+    /// Ops jobs.
+    pub ops: TypeDefaults,
+    /// Service jobs.
+    pub service: TypeDefaults,
+    /// Daemon jobs.
+    pub daemon: TypeDefaults,
+}
+
+/// `JobDefaults.<Type>.*`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TypeDefaults {
+    /// Priority.
+    pub priority: i64,
+    /// Task defaults.
+    pub task: TaskDefaults,
+}
+
+/// `JobDefaults.<Type>.Task.*`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TaskDefaults {
+    /// Resources.
+    pub resources: ResourceDefaults,
+    /// Publisher type for tasks that name none.
+    pub publisher: PublisherDefault,
+    /// Timeouts.
+    pub timeouts: TimeoutDefaults,
+}
+
+/// Resource defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceDefaults {
+    /// CPU.
+    #[serde(rename = "CPU")]
+    pub cpu: String,
+    /// Memory.
+    #[serde(rename = "Memory")]
+    pub memory: String,
+    /// Disk.
+    #[serde(rename = "Disk")]
+    pub disk: String,
+    /// GPU.
+    #[serde(rename = "GPU")]
+    pub gpu: String,
+}
+
+/// Publisher default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PublisherDefault {
+    /// Type (`local`, `ipfs`, ...).
+    #[serde(rename = "Type")]
+    pub kind: String,
+}
+
+/// Timeout defaults (Go durations).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TimeoutDefaults {
+    /// Per attempt.
+    pub execution_timeout: String,
+    /// Waiting for nodes.
+    pub queue_timeout: String,
+    /// End to end.
+    pub total_timeout: String,
+}
+
+/// `Engines` / `Publishers`: what is switched off.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Toggles {
+    /// Disabled types (lower-case).
+    pub disabled: Vec<String>,
+}
+
+/// `InputSources.*`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct InputSection {
+    /// Disabled types.
+    pub disabled: Vec<String>,
+    /// Let `urlDownload` reach loopback addresses (devstack and tests only).
+    pub allow_loopback: bool,
+    /// IPFS gateways to fetch missing CIDs from.
+    pub gateways: Vec<String>,
+}
+
+/// `Network.*` (libp2p).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+#[derive(Default)]
+pub struct NetworkSection {
+    /// libp2p TCP port (0 = any).
+    pub port: u16,
+    /// Bootstrap peers (`/ip4/127.0.0.1/tcp/PORT/p2p/ID`).
+    pub peers: Vec<String>,
+    /// Local peer discovery.
+    #[serde(rename = "MDNS")]
+    pub mdns: bool,
+}
+
+/// `Logging.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LoggingSection {
+    /// `info`, `debug`, ...
+    pub level: String,
+    /// `default` (human) or `json`.
+    pub mode: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: default_data_dir().display().to_string(),
+            labels: BTreeMap::new(),
+            api: ApiConfig::default(),
+            orchestrator: OrchestratorSection::default(),
+            compute: ComputeSection::default(),
+            job_admission_control: AdmissionSection::default(),
+            job_defaults: JobDefaultsSection::default(),
+            engines: Toggles::default(),
+            input_sources: InputSection::default(),
+            publishers: Toggles::default(),
+            network: NetworkSection::default(),
+            logging: LoggingSection::default(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            host: "0.0.0.0".into(),
+            port: 1234,
+            max_body_bytes: 10 * 1024 * 1024,
+            request_timeout: "30s".into(),
+        }
+    }
+}
+
+impl Default for OrchestratorSection {
+    fn default() -> Self {
+        OrchestratorSection {
+            enabled: true,
+            node_manager: NodeManagerSection::default(),
+            scheduler: SchedulerSection::default(),
+        }
+    }
+}
+
+impl Default for NodeManagerSection {
+    fn default() -> Self {
+        NodeManagerSection { disconnect_timeout: "30s".into(), manual_approval: false }
+    }
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            queue_backoff: "10s".into(),
+            busy_queue_timeout: "10m".into(),
+            bid_timeout: "10s".into(),
+            max_attempts: 3,
+            retry_backoff: "1s".into(),
+            max_retry_backoff: "1m".into(),
+        }
+    }
+}
+
+impl Default for ComputeSection {
+    fn default() -> Self {
+        ComputeSection {
+            enabled: true,
+            allocated_capacity: CapacitySection::default(),
+            heartbeat: HeartbeatSection::default(),
+            allow_listed_local_paths: Vec::new(),
+            max_inline_output_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for CapacitySection {
+    fn default() -> Self {
+        CapacitySection {
+            cpu: "80%".into(),
+            memory: "80%".into(),
+            disk: "80%".into(),
+            gpu: "100%".into(),
+        }
+    }
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        HeartbeatSection { interval: "5s".into() }
+    }
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        AdmissionSection {
+            locality: "anywhere".into(),
+            reject_stateless_jobs: false,
+            reject_networked_jobs: false,
+            probe_http: String::new(),
+            probe_exec: String::new(),
+        }
+    }
+}
+
+impl Default for JobDefaultsSection {
+    fn default() -> Self {
+        let batch = TypeDefaults {
+            priority: 0,
+            task: TaskDefaults {
+                resources: ResourceDefaults {
+                    cpu: "100m".into(),
+                    memory: "64Mb".into(),
+                    ..Default::default()
+                },
+                publisher: PublisherDefault::default(),
+                timeouts: TimeoutDefaults::default(),
+            },
+        };
+        JobDefaultsSection {
+            batch: batch.clone(),
+            ops: batch.clone(),
+            service: batch.clone(),
+            daemon: batch,
+        }
+    }
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection { level: "info".into(), mode: "default".into() }
+    }
+}
+
+/// `~/.gadus`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".gadus")
+}
+
+/// A configuration problem (the user's fault): names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error("config file {path}: {error}")]
+    File {
+        /// Which file.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// A key has a bad value.
+    #[error("config key {key}: {error}")]
+    Value {
+        /// The key path.
+        key: String,
+        /// Why.
+        error: String,
+    },
+    /// Unknown key.
+    #[error("unknown config key {0:?} (see `gadus config list`)")]
+    UnknownKey(String),
+}
+
+/// Flattens a JSON tree to `Key.Path → leaf` pairs (maps like `Labels` are leaves).
+pub fn flatten(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(m) if prefix != "Labels" => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(v, &p, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+/// The canonical key path for `key` (case-insensitive), if it exists.
+pub fn canonical_key(key: &str) -> Option<String> {
+    let mut leaves = BTreeMap::new();
+    flatten(&serde_json::to_value(NodeConfig::default()).expect("config encodes"), "", &mut leaves);
+    leaves.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()
+}
+
+/// Parses a textual value for `key` according to the default's type.
+fn typed_value(key: &str, raw: &str) -> Result<Value, ConfigError> {
+    let mut leaves = BTreeMap::new();
+    flatten(&serde_json::to_value(NodeConfig::default()).expect("config encodes"), "", &mut leaves);
+    let template = leaves.get(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+    let bad = |e: &str| ConfigError::Value { key: key.to_string(), error: e.to_string() };
+    Ok(match template {
+        Value::Bool(_) => Value::Bool(match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(bad(&format!("expected true or false, got {raw:?}"))),
+        }),
+        Value::Number(_) => Value::Number(
+            raw.trim()
+                .parse::<u64>()
+                .map_err(|_| bad(&format!("expected a number, got {raw:?}")))?
+                .into(),
+        ),
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.into()))
+                .collect(),
+        ),
+        Value::Object(_) => {
+            // Maps (Labels): `k=v,k2=v2`.
+            let mut m = Map::new();
+            for pair in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| bad(&format!("expected key=value pairs, got {pair:?}")))?;
+                m.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+            }
+            Value::Object(m)
+        }
+        _ => Value::String(raw.to_string()),
+    })
+}
+
+fn set_path(root: &mut Value, key: &str, value: Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        let Value::Object(m) = cur else { return };
+        if i == parts.len() - 1 {
+            m.insert((*p).to_string(), value);
+            return;
+        }
+        cur = m.entry((*p).to_string()).or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Merges `over` into `base`, matching object keys case-insensitively (keys of `base` win
+/// their spelling).
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                let existing = b.keys().find(|bk| bk.eq_ignore_ascii_case(&k)).cloned();
+                match existing {
+                    Some(bk) if !matches!(v, Value::Object(_)) || bk == "Labels" => {
+                        b.insert(bk, v);
+                    }
+                    Some(bk) => merge(b.get_mut(&bk).expect("present"), v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// The layers that make a configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Layers {
+    /// `config.yaml` path (may not exist).
+    pub file: Option<PathBuf>,
+    /// Environment variables (name → value), usually `std::env::vars()`.
+    pub env: BTreeMap<String, String>,
+    /// Flags as key path → raw value.
+    pub flags: Vec<(String, String)>,
+}
+
+impl NodeConfig {
+    /// Builds the effective configuration: defaults < file < env < flags.
+    pub fn load(layers: &Layers) -> Result<NodeConfig, ConfigError> {
+        let mut tree = serde_json::to_value(NodeConfig::default()).expect("config encodes");
+        if let Some(path) = &layers.file
+            && path.exists()
+        {
+            let text = std::fs::read(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            })?;
+            if !text.iter().all(u8::is_ascii_whitespace) {
+                let v: Value =
+                    gadus_core::model::codec::from_yaml(&text, 1024 * 1024).map_err(|e| {
+                        ConfigError::File { path: path.display().to_string(), error: e.to_string() }
+                    })?;
+                if !v.is_null() {
+                    merge(&mut tree, v);
+                }
+            }
+        }
+        let mut leaves = BTreeMap::new();
+        flatten(
+            &serde_json::to_value(NodeConfig::default()).expect("config encodes"),
+            "",
+            &mut leaves,
+        );
+        for key in leaves.keys() {
+            let env = format!("GADUS_{}", key.replace('.', "_").to_ascii_uppercase());
+            if let Some(raw) = layers.env.get(&env) {
+                set_path(&mut tree, key, typed_value(key, raw)?);
+            }
+        }
+        for (key, raw) in &layers.flags {
+            let k = canonical_key(key).ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
+            set_path(&mut tree, &k, typed_value(&k, raw)?);
+        }
+        let cfg: NodeConfig =
+            serde_path_to_error::deserialize(CaseInsensitive(tree)).map_err(|e| {
+                ConfigError::Value { key: e.path().to_string(), error: e.inner().to_string() }
+            })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that must parse (durations, capacities).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("API.RequestTimeout", &self.api.request_timeout),
+            (
+                "Orchestrator.NodeManager.DisconnectTimeout",
+                &self.orchestrator.node_manager.disconnect_timeout,
+            ),
+            ("Orchestrator.Scheduler.QueueBackoff", &self.orchestrator.scheduler.queue_backoff),
+            (
+                "Orchestrator.Scheduler.BusyQueueTimeout",
+                &self.orchestrator.scheduler.busy_queue_timeout,
+            ),
+            ("Orchestrator.Scheduler.BidTimeout", &self.orchestrator.scheduler.bid_timeout),
+            ("Orchestrator.Scheduler.RetryBackoff", &self.orchestrator.scheduler.retry_backoff),
+            (
+                "Orchestrator.Scheduler.MaxRetryBackoff",
+                &self.orchestrator.scheduler.max_retry_backoff,
+            ),
+            ("Compute.Heartbeat.Interval", &self.compute.heartbeat.interval),
+        ] {
+            parse_duration(v).map_err(|e| ConfigError::Value { key: key.into(), error: e })?;
+        }
+        if !matches!(
+            self.job_admission_control.locality.to_ascii_lowercase().as_str(),
+            "anywhere" | "local"
+        ) {
+            return Err(ConfigError::Value {
+                key: "JobAdmissionControl.Locality".into(),
+                error: format!(
+                    "expected anywhere or local, got {:?}",
+                    self.job_admission_control.locality
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every key with its effective value, for `gadus config list`.
+    pub fn list(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        flatten(&serde_json::to_value(self).expect("config encodes"), "", &mut out);
+        out
+    }
+
+    /// The data directory as a path.
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.data_dir)
+    }
+}
+
+/// Sets `key` to `raw` in the YAML file at `path` (creating it), validating the value.
+pub fn set_in_file(path: &Path, key: &str, raw: &str) -> Result<String, ConfigError> {
+    let canonical = canonical_key(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+    let value = typed_value(&canonical, raw)?;
+    let mut tree = if path.exists() {
+        let text = std::fs::read(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+        if text.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Map::new())
+        } else {
+            gadus_core::model::codec::from_yaml(&text, 1024 * 1024).map_err(|e| {
+                ConfigError::File { path: path.display().to_string(), error: e.to_string() }
+            })?
+        }
+    } else {
+        Value::Object(Map::new())
+    };
+    if !tree.is_object() {
+        tree = Value::Object(Map::new());
+    }
+    set_path(&mut tree, &canonical, value);
+    // Validate the result before writing.
+    let check = Layers { file: None, env: BTreeMap::new(), flags: Vec::new() };
+    let mut full = serde_json::to_value(NodeConfig::default()).expect("config encodes");
+    merge(&mut full, tree.clone());
+    let _: NodeConfig = serde_path_to_error::deserialize(CaseInsensitive(full)).map_err(|e| {
+        ConfigError::Value { key: e.path().to_string(), error: e.inner().to_string() }
+    })?;
+    drop(check);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ConfigError::File {
+            path: dir.display().to_string(),
+            error: e.to_string(),
+        })?;
+    }
+    let text = gadus_core::model::codec::to_yaml(&tree);
+    std::fs::write(path, text).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })?;
+    Ok(canonical)
+}
+
+/// Parses a Go-style duration: `1h30m`, `30s`, `500ms`, `2m`, `1.5s`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if let Ok(n) = s.parse::<f64>() {
+        return if n >= 0.0 && n.is_finite() {
+            Ok(Duration::from_secs_f64(n))
+        } else {
+            Err(format!("invalid duration {s:?}"))
+        };
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_end == 0 {
+            return Err(format!("invalid duration {s:?}"));
+        }
+        let n: f64 = rest[..num_end].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = &rest[..unit_end];
+        rest = &rest[unit_end..];
+        let factor = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+        };
+        total += n * factor;
+    }
+    if !total.is_finite() || total > 1e12 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Layers) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let l = Layers {
+            file: Some(path),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags: flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        (dir, l)
+    }
+
+    #[test]
+    fn precedence_is_flags_over_env_over_file_over_defaults() {
+        let (_d, l) = layers(None, &[], &[]);
+        assert_eq!(NodeConfig::load(&l).unwrap().api.port, 1234);
+        let (_d, l) = layers(Some("API:\n  Port: 2000\nlabels: {zone: a}\n"), &[], &[]);
+        let c = NodeConfig::load(&l).unwrap();
+        assert_eq!((c.api.port, c.labels["zone"].as_str()), (2000, "a"));
+        let (_d, l) = layers(Some("API:\n  Port: 2000\n"), &[("GADUS_API_PORT", "3000")], &[]);
+        assert_eq!(NodeConfig::load(&l).unwrap().api.port, 3000);
+        let (_d, l) = layers(
+            Some("API:\n  Port: 2000\n"),
+            &[("GADUS_API_PORT", "3000")],
+            &[("api.port", "4000")],
+        );
+        assert_eq!(NodeConfig::load(&l).unwrap().api.port, 4000);
+    }
+
+    #[test]
+    fn env_reaches_nested_and_typed_keys() {
+        let (_d, l) = layers(
+            None,
+            &[
+                ("GADUS_COMPUTE_ENABLED", "false"),
+                ("GADUS_COMPUTE_ALLOCATEDCAPACITY_CPU", "2"),
+                ("GADUS_LABELS", "region=eu,gpu=a100"),
+                ("GADUS_NETWORK_PEERS", "/ip4/127.0.0.1/tcp/1/p2p/x,/ip4/127.0.0.1/tcp/2/p2p/y"),
+            ],
+            &[],
+        );
+        let c = NodeConfig::load(&l).unwrap();
+        assert!(!c.compute.enabled);
+        assert_eq!(c.compute.allocated_capacity.cpu, "2");
+        assert_eq!(c.labels.len(), 2);
+        assert_eq!(c.network.peers.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let (_d, l) = layers(None, &[("GADUS_API_PORT", "lots")], &[]);
+        assert!(NodeConfig::load(&l).unwrap_err().to_string().contains("API.Port"));
+        let (_d, l) =
+            layers(Some("Orchestrator: {NodeManager: {DisconnectTimeout: soon}}\n"), &[], &[]);
+        assert!(NodeConfig::load(&l).unwrap_err().to_string().contains("DisconnectTimeout"));
+        let (_d, l) = layers(None, &[], &[("No.Such.Key", "1")]);
+        assert!(matches!(NodeConfig::load(&l), Err(ConfigError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn set_writes_the_file_and_load_reads_it() {
+        let (d, l) = layers(None, &[], &[]);
+        let path = d.path().join("config.yaml");
+        assert_eq!(set_in_file(&path, "api.port", "5555").unwrap(), "API.Port");
+        set_in_file(&path, "Labels", "zone=b").unwrap();
+        let c = NodeConfig::load(&l).unwrap();
+        assert_eq!(c.api.port, 5555);
+        assert_eq!(c.labels["zone"], "b");
+        assert!(set_in_file(&path, "API.Port", "x").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

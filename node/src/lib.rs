@@ -1,0 +1,412 @@
+//! # gadus-node — the node process
+//!
+//! One node = one event loop ([`runtime`]) owning the core's orchestrator and compute state
+//! machines, a durable fjall [`store`] written in group commits, the adapters of `gadus-io`
+//! (executors, inputs, publishers, transport), and the Bacalhau-compatible REST [`api`].
+//!
+//! ```text
+//!  HTTP (axum) ──▶ Handle ──▶ ┌──────────── event loop (one task) ────────────┐
+//!  libp2p     ──▶ Inbound ──▶ │ Orchestrator ⇄ Compute   (gadus-core)          │
+//!  executors  ──▶ Work    ──▶ │ round: feed → settle → ONE fsync → act         │
+//!                             └──▶ replies · messages · executor/storage tasks ┘
+//! ```
+//!
+//! [`start`] assembles a node from a [`config::NodeConfig`]: `gadus serve`, `job run
+//! --local`, `devstack` and the tests all go through it.
+
+pub mod api;
+pub mod config;
+pub mod logs;
+pub mod metrics;
+pub mod runtime;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use gadus_core::compute::{ComputeConfig, Locality, SelectionPolicy};
+use gadus_core::model::resources::{parse_bytes, parse_cpu};
+use gadus_core::model::{NodeInfo, NodeType, Resources, ResourcesConfig, SpecConfig};
+use gadus_core::orchestrator::{JobDefaults, OrchestratorConfig, RetryPolicy};
+use gadus_io::executor::{Executor, OutputLimits};
+
+pub use config::NodeConfig;
+pub use runtime::Handle;
+
+use config::parse_duration;
+
+/// Why a node could not start (the message says what to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory is unusable.
+    #[error("data directory {path}: {error}")]
+    DataDir {
+        /// Path.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// The API port could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Why.
+        error: String,
+    },
+    /// A configuration value is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// The node loop.
+    pub handle: Handle,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// This node's ID.
+    pub node_id: String,
+    loop_task: tokio::task::JoinHandle<()>,
+    api_task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// The API base URL (`http://host:port`).
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops the API and the loop cleanly (the compute node says goodbye).
+    pub async fn shutdown(self) {
+        self.api_task.abort();
+        self.handle.shutdown().await;
+        let _ = self.loop_task.await;
+    }
+
+    /// Waits until the loop ends (forever, normally).
+    pub async fn wait(self) {
+        let _ = self.loop_task.await;
+        self.api_task.abort();
+    }
+}
+
+/// Reads (or creates) this node's persistent ID.
+pub fn node_id(data_dir: &Path) -> Result<String, StartError> {
+    let path = data_dir.join("node_id");
+    let err = |e: std::io::Error| StartError::DataDir {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim().to_string();
+        if !id.is_empty()
+            && id.len() <= 128
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Ok(id);
+        }
+        return Err(StartError::DataDir {
+            path: path.display().to_string(),
+            error: "corrupt node_id file".into(),
+        });
+    }
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| StartError::DataDir {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    })?;
+    let id = format!("n-{}", uuid::Builder::from_random_bytes(b).into_uuid());
+    std::fs::write(&path, &id).map_err(err)?;
+    Ok(id)
+}
+
+fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(4 << 30)
+}
+
+fn free_disk(path: &Path) -> u64 {
+    rustix::fs::statvfs(path).map(|s| s.f_bavail * s.f_frsize).unwrap_or(100 << 30)
+}
+
+/// `80%` of `physical`, or an absolute quantity parsed with `parse`.
+fn share(spec: &str, physical: f64, parse: impl Fn(&str) -> Option<f64>) -> Result<f64, String> {
+    let spec = spec.trim();
+    if let Some(p) = spec.strip_suffix('%') {
+        let pct: f64 = p.trim().parse().map_err(|_| format!("invalid percentage {spec:?}"))?;
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(format!("percentage out of range: {spec:?}"));
+        }
+        return Ok(physical * pct / 100.0);
+    }
+    parse(spec).ok_or_else(|| format!("invalid quantity {spec:?}"))
+}
+
+/// The capacity this node offers to jobs.
+pub fn allocated_capacity(cfg: &NodeConfig, gpus: u64) -> Result<Resources, StartError> {
+    let cap = &cfg.compute.allocated_capacity;
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+    let bad =
+        |k: &str, e: String| StartError::Config(format!("Compute.AllocatedCapacity.{k}: {e}"));
+    let cpu = share(&cap.cpu, cpus, |s| parse_cpu(s).ok()).map_err(|e| bad("CPU", e))?;
+    let memory =
+        share(&cap.memory, physical_memory() as f64, |s| parse_bytes(s).ok().map(|v| v as f64))
+            .map_err(|e| bad("Memory", e))?;
+    let disk = share(&cap.disk, free_disk(&cfg.data_dir()) as f64, |s| {
+        parse_bytes(s).ok().map(|v| v as f64)
+    })
+    .map_err(|e| bad("Disk", e))?;
+    let gpu = share(&cap.gpu, gpus as f64, |s| s.parse::<u64>().ok().map(|v| v as f64))
+        .map_err(|e| bad("GPU", e))?;
+    Ok(Resources::new(cpu, memory as u64, disk as u64, gpu as u64))
+}
+
+fn dur(key: &str, v: &str) -> Result<Duration, StartError> {
+    parse_duration(v).map_err(|e| StartError::Config(format!("{key}: {e}")))
+}
+
+fn secs(key: &str, v: &str) -> Result<i64, StartError> {
+    Ok(i64::try_from(dur(key, v)?.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The orchestrator settings for a node configuration.
+pub fn orchestrator_config(
+    cfg: &NodeConfig,
+    node_id: &str,
+) -> Result<OrchestratorConfig, StartError> {
+    let mut o = OrchestratorConfig::new(node_id);
+    let sch = &cfg.orchestrator.scheduler;
+    o.bid_timeout = dur("Orchestrator.Scheduler.BidTimeout", &sch.bid_timeout)?;
+    o.queue_backoff = dur("Orchestrator.Scheduler.QueueBackoff", &sch.queue_backoff)?;
+    o.busy_queue_timeout = dur("Orchestrator.Scheduler.BusyQueueTimeout", &sch.busy_queue_timeout)?;
+    o.disconnect_timeout = dur(
+        "Orchestrator.NodeManager.DisconnectTimeout",
+        &cfg.orchestrator.node_manager.disconnect_timeout,
+    )?;
+    o.manual_approval = cfg.orchestrator.node_manager.manual_approval;
+    o.retry = RetryPolicy {
+        max_attempts: sch.max_attempts.max(1),
+        backoff_base: dur("Orchestrator.Scheduler.RetryBackoff", &sch.retry_backoff)?,
+        backoff_max: dur("Orchestrator.Scheduler.MaxRetryBackoff", &sch.max_retry_backoff)?,
+    };
+    let b = &cfg.job_defaults.batch.task;
+    o.defaults = JobDefaults {
+        resources: ResourcesConfig {
+            cpu: b.resources.cpu.clone(),
+            memory: b.resources.memory.clone(),
+            disk: b.resources.disk.clone(),
+            gpu: b.resources.gpu.clone(),
+        },
+        queue_timeout: secs(
+            "JobDefaults.Batch.Task.Timeouts.QueueTimeout",
+            &b.timeouts.queue_timeout,
+        )?,
+        execution_timeout: secs(
+            "JobDefaults.Batch.Task.Timeouts.ExecutionTimeout",
+            &b.timeouts.execution_timeout,
+        )?,
+        total_timeout: secs(
+            "JobDefaults.Batch.Task.Timeouts.TotalTimeout",
+            &b.timeouts.total_timeout,
+        )?,
+        publisher: (!b.publisher.kind.is_empty())
+            .then(|| SpecConfig::new(b.publisher.kind.clone())),
+    };
+    Ok(o)
+}
+
+/// Options beyond the configuration file (things tests and `devstack` inject).
+#[derive(Default)]
+pub struct StartOptions {
+    /// Bind the API here instead of `API.Host:API.Port` (port 0 = any).
+    pub api_listen: Option<SocketAddr>,
+    /// Extra executors (replacing built-in ones of the same engine).
+    pub executors: Vec<Arc<dyn Executor>>,
+    /// Skip probing the Docker engine (faster start when not needed).
+    pub without_docker: bool,
+}
+
+/// Starts a node: store, adapters, event loop and API server.
+pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, StartError> {
+    let data_dir = cfg.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        error: e.to_string(),
+    })?;
+    let node_id = node_id(&data_dir)?;
+    let store = store::Store::open(&data_dir.join("state"))?;
+    let executions_dir = data_dir.join("compute").join("executions");
+    std::fs::create_dir_all(&executions_dir).map_err(|e| StartError::DataDir {
+        path: executions_dir.display().to_string(),
+        error: e.to_string(),
+    })?;
+
+    let mut executors: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
+    executors.insert("noop".into(), Arc::new(gadus_io::executor::noop::NoopExecutor));
+    executors.insert("wasm".into(), Arc::new(gadus_io::executor::wasm::WasmExecutor::default()));
+    let mut gpus = 0;
+    if !opts.without_docker {
+        match gadus_io::executor::docker::DockerExecutor::connect(Default::default()).await {
+            Ok(d) => {
+                gpus = d.gpus().len() as u64;
+                executors.insert("docker".into(), Arc::new(d));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "Docker engine not available: the docker engine is disabled on this node")
+            }
+        }
+    }
+    for e in opts.executors {
+        executors.insert(e.engine().to_string(), e);
+    }
+    executors.retain(|k, _| !cfg.engines.disabled.iter().any(|d| d.eq_ignore_ascii_case(k)));
+
+    let (inputs, publishers) = storage_adapters(&cfg, &data_dir)?;
+
+    let capacity = allocated_capacity(&cfg, gpus)?;
+    let orch_cfg =
+        if cfg.orchestrator.enabled { Some(orchestrator_config(&cfg, &node_id)?) } else { None };
+    let compute_cfg = if cfg.compute.enabled {
+        let mut c = ComputeConfig::new(node_id.clone(), capacity.clone(), vec![node_id.clone()]);
+        c.labels = cfg.labels.clone();
+        c.labels.insert("Operating-System".into(), std::env::consts::OS.into());
+        c.labels.insert("Architecture".into(), api_arch());
+        c.engines = executors.keys().cloned().collect();
+        c.publishers = publishers.iter().map(|p| p.publisher_type().to_string()).collect();
+        c.storages = inputs.iter().map(|p| p.source_type().to_string()).collect();
+        c.heartbeat_interval = dur("Compute.Heartbeat.Interval", &cfg.compute.heartbeat.interval)?;
+        let ac = &cfg.job_admission_control;
+        c.policy = SelectionPolicy {
+            locality: if ac.locality.eq_ignore_ascii_case("local") {
+                Locality::Local
+            } else {
+                Locality::Anywhere
+            },
+            reject_stateless: ac.reject_stateless_jobs,
+            reject_networked: ac.reject_networked_jobs,
+            probe_exec: (!ac.probe_exec.is_empty()).then(|| ac.probe_exec.clone()),
+            probe_http: (!ac.probe_http.is_empty()).then(|| ac.probe_http.clone()),
+        };
+        c.version = agent_version();
+        Some(c)
+    } else {
+        None
+    };
+
+    let mut info = match &compute_cfg {
+        Some(c) => {
+            let mut i = gadus_core::orchestrator::node_info_from(
+                &gadus_core::compute::Compute::new(c.clone(), store::now()).advert(),
+            );
+            i.node_type = NodeType::Compute;
+            i
+        }
+        None => NodeInfo {
+            node_id: node_id.clone(),
+            node_type: NodeType::Requester,
+            labels: cfg.labels.clone(),
+            ..Default::default()
+        },
+    };
+    info.bacalhau_version = api::build_info_public();
+
+    let shared = Arc::new(runtime::Shared {
+        node_id: node_id.clone(),
+        info: RwLock::new(info),
+        nodes: RwLock::new(Vec::new()),
+        store,
+        logs: logs::LogHub::default(),
+        metrics: metrics::Metrics::default(),
+        executions_dir,
+        orchestrator: cfg.orchestrator.enabled,
+        changes: tokio::sync::watch::channel(0).0,
+    });
+    let adapters = runtime::Adapters {
+        executors,
+        inputs,
+        publishers,
+        transport: None,
+        allow_network: !cfg.job_admission_control.reject_networked_jobs,
+        output_limits: OutputLimits {
+            stdout: cfg.compute.max_inline_output_bytes,
+            stderr: cfg.compute.max_inline_output_bytes,
+        },
+        default_exec_timeout: Duration::ZERO,
+    };
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| StartError::Config(format!("no OS randomness: {e}")))?;
+    let (handle, loop_task) = runtime::Runtime::start(
+        node_id.clone(),
+        orch_cfg,
+        compute_cfg,
+        shared,
+        adapters,
+        u64::from_le_bytes(seed),
+    )?;
+
+    let addr: SocketAddr = match opts.api_listen {
+        Some(a) => a,
+        None => format!("{}:{}", cfg.api.host, cfg.api.port)
+            .parse()
+            .map_err(|e| StartError::Config(format!("API.Host/API.Port: {e}")))?,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
+    let state =
+        api::AppState { node: handle.clone(), config: Arc::new(cfg), started: Instant::now() };
+    let app = api::router(state);
+    let api_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    Ok(RunningNode { handle, api_addr, node_id, loop_task, api_task })
+}
+
+fn api_arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64".into(),
+        "aarch64" => "arm64".into(),
+        a => a.into(),
+    }
+}
+
+fn agent_version() -> String {
+    format!("v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Input providers and publishers available on this node.
+#[allow(clippy::type_complexity)]
+fn storage_adapters(
+    _cfg: &NodeConfig,
+    _data_dir: &Path,
+) -> Result<
+    (Vec<Arc<dyn gadus_io::storage::InputProvider>>, Vec<Arc<dyn gadus_io::storage::Publisher>>),
+    StartError,
+> {
+    Ok((Vec::new(), Vec::new()))
+}
+
+/// The default data directory, honouring `GADUS_DIR`.
+pub fn resolve_data_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("GADUS_DIR").map(PathBuf::from))
+        .unwrap_or_else(config::default_data_dir)
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics in text exposition format (`GET /metrics`): jobs by state, executions,
+//! evaluations, API latency histograms, and group-commit batch sizes and fsync latency.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gadus_core::model::JobStateType;
+use gadus_core::orchestrator::Record;
+
+#[derive(Clone, Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram { bounds, counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (i, b) in self.bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+const LATENCY: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+
+#[derive(Default)]
+struct Inner {
+    live_jobs: BTreeMap<String, JobStateType>,
+    terminal_jobs: BTreeMap<&'static str, u64>,
+    executions: BTreeMap<String, u64>,
+    evaluations: u64,
+    api: BTreeMap<(String, String, u16), Histogram>,
+    fsync_records: Option<Histogram>,
+    fsync_seconds: Option<Histogram>,
+    round_inputs: Option<Histogram>,
+}
+
+/// The node's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    /// Updates job/execution/evaluation figures from records about to be committed.
+    pub fn observe_records(&self, records: &[Record]) {
+        let Ok(mut m) = self.inner.lock() else { return };
+        for r in records {
+            match r {
+                Record::Job(j) => {
+                    let s = j.job.state.state_type;
+                    if s.is_terminal() {
+                        if m.live_jobs.remove(&j.job.id).is_some() || j.job.revision > 0 {
+                            *m.terminal_jobs.entry(s.as_str()).or_default() += 1;
+                        }
+                    } else {
+                        m.live_jobs.insert(j.job.id.clone(), s);
+                    }
+                }
+                Record::Execution(e) if e.is_terminal() => {
+                    *m.executions.entry(e.state().name().to_string()).or_default() += 1;
+                }
+                Record::Evaluation(_) => m.evaluations += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// One group commit: records written, inputs it covered, how long the sync took.
+    pub fn fsync(&self, records: usize, inputs: usize, took: Duration) {
+        let Ok(mut m) = self.inner.lock() else { return };
+        m.fsync_records.get_or_insert_with(|| Histogram::new(SIZES)).observe(records as f64);
+        m.round_inputs.get_or_insert_with(|| Histogram::new(SIZES)).observe(inputs as f64);
+        m.fsync_seconds.get_or_insert_with(|| Histogram::new(LATENCY)).observe(took.as_secs_f64());
+    }
+
+    /// One API request.
+    pub fn api(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let Ok(mut m) = self.inner.lock() else { return };
+        m.api
+            .entry((method.to_string(), route.to_string(), status))
+            .or_insert_with(|| Histogram::new(LATENCY))
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let Ok(m) = self.inner.lock() else { return String::new() };
+        let mut out = String::new();
+        out.push_str("# HELP gadus_jobs Jobs by state (live jobs now; terminal jobs since start).\n# TYPE gadus_jobs gauge\n");
+        let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in m.live_jobs.values() {
+            *by_state.entry(s.as_str()).or_default() += 1;
+        }
+        for (s, n) in &m.terminal_jobs {
+            *by_state.entry(s).or_default() += n;
+        }
+        for s in JobStateType::ALL.iter().filter(|s| **s != JobStateType::Undefined) {
+            let _ = writeln!(
+                out,
+                "gadus_jobs{{state=\"{}\"}} {}",
+                s.as_str(),
+                by_state.get(s.as_str()).copied().unwrap_or(0)
+            );
+        }
+        out.push_str("# HELP gadus_executions_finished_total Executions that reached a terminal state.\n# TYPE gadus_executions_finished_total counter\n");
+        for (s, n) in &m.executions {
+            let _ = writeln!(out, "gadus_executions_finished_total{{state=\"{s}\"}} {n}");
+        }
+        out.push_str("# HELP gadus_evaluations_total Evaluations processed.\n# TYPE gadus_evaluations_total counter\n");
+        let _ = writeln!(out, "gadus_evaluations_total {}", m.evaluations);
+        out.push_str("# HELP gadus_api_request_duration_seconds API request latency.\n# TYPE gadus_api_request_duration_seconds histogram\n");
+        for ((method, route, status), h) in &m.api {
+            h.render(
+                &mut out,
+                "gadus_api_request_duration_seconds",
+                &format!("method=\"{method}\",route=\"{route}\",status=\"{status}\""),
+            );
+        }
+        out.push_str("# HELP gadus_fsync_batch_records Records per group commit.\n# TYPE gadus_fsync_batch_records histogram\n");
+        if let Some(h) = &m.fsync_records {
+            h.render(&mut out, "gadus_fsync_batch_records", "");
+        }
+        out.push_str("# HELP gadus_round_inputs Inputs (requests, messages, results) per group commit.\n# TYPE gadus_round_inputs histogram\n");
+        if let Some(h) = &m.round_inputs {
+            h.render(&mut out, "gadus_round_inputs", "");
+        }
+        out.push_str("# HELP gadus_fsync_duration_seconds Time to write and sync one group commit.\n# TYPE gadus_fsync_duration_seconds histogram\n");
+        if let Some(h) = &m.fsync_seconds {
+            h.render(&mut out, "gadus_fsync_duration_seconds", "");
+        }
+        out
+    }
+}

@@ -1,0 +1,166 @@
+//! Starting and driving real `gadus serve` processes.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `gadus` binary `cargo test --workspace` built next to this test executable.
+pub fn gadus_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GADUS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("gadus");
+    assert!(
+        bin.exists(),
+        "{} not found: run the workspace tests (`cargo test --workspace`), which build it, or set GADUS_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `gadus serve`.
+pub struct Node {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub extra: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node in a fresh temporary data directory.
+    pub fn start(extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Self::start_in(&dir, 0, extra);
+        n._tmp = Some(tmp);
+        n
+    }
+
+    /// Starts (or restarts) a node on `data_dir`; port 0 picks a free one.
+    pub fn start_in(data_dir: &Path, port: u16, extra: &[&str]) -> Node {
+        let mut child = Command::new(gadus_bin())
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--api-host", "127.0.0.1", "--api-port", &port.to_string()])
+            .args(extra)
+            .env("GADUS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.strip_prefix("API: http://") {
+                    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+                    let _ = tx.send(port);
+                    sent = true;
+                }
+                if std::env::var_os("GADUS_TEST_LOGS").is_some() {
+                    eprintln!("[node] {line}");
+                }
+            }
+        });
+        let port =
+            rx.recv_timeout(Duration::from_secs(60)).expect("gadus serve did not start within 60s");
+        Node {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGKILL: no clean shutdown.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs the `gadus` CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(gadus_bin())
+            .args(args)
+            .env("GADUS_API_HOST", "127.0.0.1")
+            .env("GADUS_API_PORT", self.port.to_string())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// Sends a request and returns (status, JSON body or Null, headers).
+pub async fn call(
+    method: &str,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let c = http();
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = c.request(m, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, v, headers)
+}
+
+pub async fn submit(node: &Node, job: Value) -> String {
+    let (status, v, _) = call(
+        "PUT",
+        &node.url("/api/v1/orchestrator/jobs"),
+        Some(serde_json::to_vec(&serde_json::json!({"Job": job})).unwrap()),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["JobID"].as_str().unwrap().to_string()
+}
+
+pub async fn job_state(node: &Node, id: &str) -> String {
+    let (_, v, _) = call("GET", &node.url(&format!("/api/v1/orchestrator/jobs/{id}")), None).await;
+    v["Job"]["State"]["StateType"].as_str().unwrap_or("").to_string()
+}
+
+pub async fn wait_terminal(node: &Node, id: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let s = job_state(node, id).await;
+        if matches!(s.as_str(), "Completed" | "Failed" | "Stopped") || start.elapsed() > limit {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn noop_job() -> Value {
+    serde_json::json!({"Type": "batch", "Count": 1, "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]})
+}
