@@ -111,27 +111,111 @@ impl Client {
         self.handle(resp).await
     }
 
-    /// Downloads a URL's bytes (results).
-    #[allow(dead_code)] // used by `gadus get` once published results are fetched
-    pub async fn download(&self, url: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+    /// Downloads a URL (absolute, or a path on this node) into `dest`, refusing more than
+    /// `limit` bytes. Returns the bytes written.
+    pub async fn download_to(
+        &self,
+        url: &str,
+        dest: &std::path::Path,
+        limit: u64,
+    ) -> anyhow::Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let url =
+            if url.starts_with('/') { format!("{}{url}", self.base) } else { url.to_string() };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("refusing to download {url:?}: only http and https URLs are fetched");
+        }
         let mut resp = self
             .http
-            .get(url)
-            .timeout(Duration::from_secs(600))
+            .get(&url)
+            .timeout(Duration::from_secs(3600))
             .send()
             .await
             .with_context(|| format!("downloading {url}"))?;
         if !resp.status().is_success() {
-            bail!("downloading {url}: {}", resp.status());
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            let msg = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("Message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(body);
+            bail!("downloading {url}: {status} {msg}");
         }
-        let mut out = Vec::new();
+        let mut f = tokio::fs::File::create(dest)
+            .await
+            .with_context(|| format!("creating {}", dest.display()))?;
+        let mut total = 0u64;
         while let Some(chunk) = resp.chunk().await.with_context(|| format!("downloading {url}"))? {
-            out.extend_from_slice(&chunk);
-            if out.len() as u64 > limit {
+            total += chunk.len() as u64;
+            if total > limit {
                 bail!("downloading {url}: larger than {limit} bytes");
             }
+            f.write_all(&chunk).await.with_context(|| format!("writing {}", dest.display()))?;
         }
-        Ok(out)
+        f.flush().await?;
+        Ok(total)
+    }
+
+    /// Streams a URL's body to `out` (stdout for `data cat`).
+    pub async fn stream_to(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> anyhow::Result<u64> {
+        let url = format!("{}{path}", self.base);
+        let mut resp = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        if !resp.status().is_success() {
+            return self.handle(resp).await.map(|_| 0);
+        }
+        let mut total = 0u64;
+        while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {url}"))? {
+            total += chunk.len() as u64;
+            out.write_all(&chunk)?;
+        }
+        out.flush()?;
+        Ok(total)
+    }
+
+    /// POSTs a file as the request body (streamed).
+    pub async fn post_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        content_type: &str,
+    ) -> anyhow::Result<Value> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        let len = f.metadata().await.map(|m| m.len()).ok();
+        let stream = futures::stream::unfold(f, |mut f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(3600))
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(stream));
+        if let Some(n) = len {
+            req = req.header("content-length", n);
+        }
+        let resp = req.send().await.map_err(|e| self.connect_error(e))?;
+        self.handle(resp).await
     }
 
     /// Streams a job's logs over the websocket, calling `line(type, text)` per frame.

@@ -1050,3 +1050,30 @@ fn run_module_runs_compiled_modules_repeatedly() {
     let err = exec.run_module_bytes(&module(&[], "unreachable"), &[]).unwrap_err();
     assert_eq!(err.kind, FailureKind::TaskFailed);
 }
+
+/// Prints a greeting: the module of `examples/hello-wasm.yaml`.
+fn hello_module() -> Vec<u8> {
+    module(&[(1024, "hello from gadus\\n")], &print(1024, 17))
+}
+
+/// The WASM modules shipped in `examples/wasm/` are exactly what these sources build, so the
+/// binaries in the repository are reproducible. `GADUS_WRITE_EXAMPLES=1` rewrites them.
+#[test]
+fn shipped_example_modules_match_their_sources() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm");
+    for (name, bytes) in [("hello.wasm", hello_module()), ("word-count.wasm", word_count_module())]
+    {
+        let path = dir.join(name);
+        if std::env::var_os("GADUS_WRITE_EXAMPLES").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let shipped = std::fs::read(&path).unwrap();
+        assert_eq!(
+            shipped,
+            bytes,
+            "{} is stale: rerun with GADUS_WRITE_EXAMPLES=1",
+            path.display()
+        );
+    }
+}

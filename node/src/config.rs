@@ -40,7 +40,7 @@ pub struct NodeConfig {
     /// Input sources.
     pub input_sources: InputSection,
     /// Publishers.
-    pub publishers: Toggles,
+    pub publishers: PublishersSection,
     /// Peer-to-peer network.
     pub network: NetworkSection,
     /// Logs.
@@ -241,6 +241,33 @@ pub struct Toggles {
     pub disabled: Vec<String>,
 }
 
+/// `Publishers.*`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PublishersSection {
+    /// Disabled types (lower-case).
+    pub disabled: Vec<String>,
+    /// Per-publisher settings.
+    pub types: PublisherTypes,
+}
+
+/// `Publishers.Types.*`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PublisherTypes {
+    /// `Publishers.Types.Local.*`.
+    pub local: LocalPublisherSection,
+}
+
+/// `Publishers.Types.Local.*`: how clients reach the archives this node serves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LocalPublisherSection {
+    /// Host name or IP put in result URLs (default: the API host, or 127.0.0.1 when the API
+    /// listens on every address).
+    pub address: String,
+}
+
 /// `InputSources.*`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -289,7 +316,7 @@ impl Default for NodeConfig {
             job_defaults: JobDefaultsSection::default(),
             engines: Toggles::default(),
             input_sources: InputSection::default(),
-            publishers: Toggles::default(),
+            publishers: PublishersSection::default(),
             network: NetworkSection::default(),
             logging: LoggingSection::default(),
         }

@@ -275,7 +275,20 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
     }
     executors.retain(|k, _| !cfg.engines.disabled.iter().any(|d| d.eq_ignore_ascii_case(k)));
 
-    let (inputs, publishers) = storage_adapters(&cfg, &data_dir)?;
+    let addr: SocketAddr = match opts.api_listen {
+        Some(a) => a,
+        None => format!("{}:{}", cfg.api.host, cfg.api.port)
+            .parse()
+            .map_err(|e| StartError::Config(format!("API.Host/API.Port: {e}")))?,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
+    let storage = storage_adapters(&cfg, &data_dir, api_addr)?;
+    let (inputs, publishers) = (storage.inputs.clone(), storage.publishers.clone());
 
     let capacity = allocated_capacity(&cfg, gpus)?;
     let orch_cfg =
@@ -358,20 +371,14 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         u64::from_le_bytes(seed),
     )?;
 
-    let addr: SocketAddr = match opts.api_listen {
-        Some(a) => a,
-        None => format!("{}:{}", cfg.api.host, cfg.api.port)
-            .parse()
-            .map_err(|e| StartError::Config(format!("API.Host/API.Port: {e}")))?,
+    let state = api::AppState {
+        node: handle.clone(),
+        config: Arc::new(cfg),
+        started: Instant::now(),
+        content: Some(storage.content.clone()),
+        local_publisher: storage.local.clone(),
+        data_dir: data_dir.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
-    let api_addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
-    let state =
-        api::AppState { node: handle.clone(), config: Arc::new(cfg), started: Instant::now() };
     let app = api::router(state);
     let api_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -393,16 +400,64 @@ fn agent_version() -> String {
     format!("v{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Input providers and publishers available on this node.
-#[allow(clippy::type_complexity)]
+/// The node's data plane: content store, input providers and publishers.
+pub struct Storage {
+    /// The embedded content store (`<data dir>/content`).
+    pub content: gadus_io::content::ContentStore,
+    /// Where missing CIDs are fetched from (peers are added as they appear).
+    pub sources: Arc<gadus_io::storage::ipfs::ContentSources>,
+    /// Input providers.
+    pub inputs: Vec<Arc<dyn gadus_io::storage::InputProvider>>,
+    /// Publishers.
+    pub publishers: Vec<Arc<dyn gadus_io::storage::Publisher>>,
+    /// The `local` publisher (its archives are served by the API).
+    pub local: Option<Arc<gadus_io::storage::publish::LocalPublisher>>,
+}
+
+/// Input providers and publishers available on this node, minus the disabled ones.
 fn storage_adapters(
-    _cfg: &NodeConfig,
-    _data_dir: &Path,
-) -> Result<
-    (Vec<Arc<dyn gadus_io::storage::InputProvider>>, Vec<Arc<dyn gadus_io::storage::Publisher>>),
-    StartError,
-> {
-    Ok((Vec::new(), Vec::new()))
+    cfg: &NodeConfig,
+    data_dir: &Path,
+    api_addr: SocketAddr,
+) -> Result<Storage, StartError> {
+    use gadus_io::storage::{InputProvider, Publisher, inline, ipfs, local, publish};
+    let content = gadus_io::content::ContentStore::open(data_dir.join("content"))
+        .map_err(|e| StartError::Config(format!("opening the content store: {e}")))?;
+    let sources = Arc::new(ipfs::ContentSources::new(cfg.input_sources.gateways.clone()));
+    let allowed = local::parse_allow_list(&cfg.compute.allow_listed_local_paths)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let mut inputs: Vec<Arc<dyn InputProvider>> = vec![
+        Arc::new(inline::InlineProvider),
+        Arc::new(ipfs::IpfsProvider::new(content.clone(), sources.clone())),
+        Arc::new(local::LocalProvider::new(allowed.clone())),
+        Arc::new(local::LocalProvider::legacy(allowed)),
+    ];
+    let disabled_in =
+        |t: &str| cfg.input_sources.disabled.iter().any(|d| d.eq_ignore_ascii_case(t));
+    inputs.retain(|p| !disabled_in(p.source_type()));
+
+    let host = if !cfg.publishers.types.local.address.is_empty() {
+        cfg.publishers.types.local.address.clone()
+    } else if api_addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        api_addr.ip().to_string()
+    };
+    let host =
+        if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let local = Arc::new(publish::LocalPublisher::new(
+        data_dir.join("compute").join("published"),
+        format!("http://{host}:{}", api_addr.port()),
+    ));
+    let disabled_pub = |t: &str| cfg.publishers.disabled.iter().any(|d| d.eq_ignore_ascii_case(t));
+    let mut publishers: Vec<Arc<dyn Publisher>> =
+        vec![Arc::new(publish::NoopPublisher), Arc::new(ipfs::IpfsPublisher::new(content.clone()))];
+    let local = (!disabled_pub("local")).then_some(local);
+    if let Some(l) = &local {
+        publishers.push(l.clone());
+    }
+    publishers.retain(|p| !disabled_pub(p.publisher_type()));
+    Ok(Storage { content, sources, inputs, publishers, local })
 }
 
 /// The default data directory, honouring `GADUS_DIR`.

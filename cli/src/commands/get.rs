@@ -1,7 +1,7 @@
 //! `gadus get JOB [--output-dir DIR]`: fetch the results of every completed execution into
 //! `DIR/job-<id>/` — `stdout`, `stderr`, `exitCode`, one folder per ResultPath.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -16,6 +16,9 @@ pub struct Args {
     /// Where to put `job-<id>/` (default: the current directory).
     #[arg(long, short = 'o', alias = "output-dir")]
     output_dir: Option<PathBuf>,
+    /// Keep each execution's unmerged results under `raw/`.
+    #[arg(long)]
+    raw: bool,
 }
 
 pub async fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
@@ -38,22 +41,113 @@ pub async fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+    // Each execution's results are staged under raw/<execution>/ and then merged, as
+    // Bacalhau's `job get` does; raw/ is removed unless --raw.
+    let raw = dest.join("raw");
     for e in &completed {
-        let published = &e["PublishedResult"];
-        let kind = published["Type"].as_str().unwrap_or("").to_ascii_lowercase();
-        match kind.as_str() {
-            "" | "noop" => {
-                // Nothing was published: what the node returned inline is all there is.
-                let out = &e["RunOutput"];
-                std::fs::write(dest.join("stdout"), out["Stdout"].as_str().unwrap_or(""))?;
-                std::fs::write(dest.join("stderr"), out["stderr"].as_str().unwrap_or(""))?;
-                std::fs::write(dest.join("exitCode"), out["ExitCode"].to_string())?;
-            }
-            other => {
-                bail!("results published with {other:?} cannot be downloaded by this client yet")
-            }
+        let exec_id = e["ID"].as_str().unwrap_or("execution");
+        if exec_id.contains(['/', '\\']) || exec_id.starts_with('.') {
+            bail!("execution ID {exec_id:?} is not a safe folder name");
         }
+        let stage = raw.join(exec_id);
+        if stage.exists() {
+            std::fs::remove_dir_all(&stage)
+                .with_context(|| format!("clearing {}", stage.display()))?;
+        }
+        fetch_one(&c, e, &stage).await.with_context(|| format!("execution {exec_id}"))?;
+    }
+    for e in &completed {
+        let exec_id = e["ID"].as_str().unwrap_or("execution");
+        merge(&raw.join(exec_id), &dest)?;
+    }
+    if !args.raw {
+        std::fs::remove_dir_all(&raw).with_context(|| format!("removing {}", raw.display()))?;
     }
     println!("Results for job {id} are in {}", dest.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Largest archive `gadus get` downloads (and unpacks).
+const MAX_RESULT_BYTES: u64 = 64 << 30;
+
+/// Puts one execution's results into `stage` (created here).
+async fn fetch_one(c: &crate::client::Client, e: &Value, stage: &Path) -> anyhow::Result<()> {
+    let published = &e["PublishedResult"];
+    let kind = published["Type"].as_str().unwrap_or("").to_ascii_lowercase();
+    let param = |k: &str| {
+        published["Params"]
+            .as_object()
+            .and_then(|m| m.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_string)
+    };
+    match kind.as_str() {
+        "" | "noop" => {
+            // Nothing was published: what the node returned inline is all there is.
+            std::fs::create_dir_all(stage)?;
+            let out = &e["RunOutput"];
+            std::fs::write(stage.join("stdout"), out["Stdout"].as_str().unwrap_or(""))?;
+            std::fs::write(stage.join("stderr"), out["stderr"].as_str().unwrap_or(""))?;
+            std::fs::write(stage.join("exitCode"), out["ExitCode"].to_string())?;
+        }
+        "urldownload" => {
+            let url = param("URL").context("urlDownload result without a URL")?;
+            let tmp = tempfile::tempdir()?;
+            let archive = tmp.path().join("results.tar.gz");
+            c.download_to(&url, &archive, MAX_RESULT_BYTES).await?;
+            let stage = stage.to_path_buf();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let f = std::fs::File::open(&archive)?;
+                std::fs::create_dir_all(&stage)?;
+                gadus_io::archive::safe_unpack_tar_gz(
+                    std::io::BufReader::new(f),
+                    &stage,
+                    &gadus_io::archive::UnpackLimits::default(),
+                )
+                .map_err(|e| anyhow::anyhow!("refusing the results archive from {url}: {e}"))?;
+                Ok(())
+            })
+            .await??;
+        }
+        "ipfs" => {
+            let cid = param("CID").context("ipfs result without a CID")?;
+            if let Some(parent) = stage.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            super::data::fetch_verified(c, &cid, stage).await?;
+        }
+        other => bail!("results published with {other:?} cannot be downloaded by this client"),
+    }
+    Ok(())
+}
+
+/// Merges a staged execution into `dest`: `stdout`/`stderr` are appended, `exitCode` keeps the
+/// last, result folders are merged (an existing file of the same name is kept and the new one
+/// written next to it with the execution's suffix).
+fn merge(stage: &Path, dest: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(stage) else { return Ok(()) };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let from = entry.path();
+        let to = dest.join(&name);
+        let meta = std::fs::symlink_metadata(&from)?;
+        if meta.file_type().is_symlink() {
+            continue; // never follow or recreate links from results
+        }
+        if meta.is_dir() {
+            std::fs::create_dir_all(&to)?;
+            merge(&from, &to)?;
+        } else if (name == "stdout" || name == "stderr") && to.is_file() {
+            let mut out = std::fs::OpenOptions::new().append(true).open(&to)?;
+            std::io::copy(&mut std::fs::File::open(&from)?, &mut out)?;
+        } else if to.exists() && name != "exitCode" {
+            let mut alt = to.clone().into_os_string();
+            alt.push(".1");
+            std::fs::copy(&from, PathBuf::from(alt))?;
+        } else {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
 }

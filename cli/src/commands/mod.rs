@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod config;
+mod data;
 mod get;
 mod job;
 mod node;
@@ -75,6 +76,9 @@ enum Command {
     Docker(run::DockerCommand),
     /// Download the results of a job.
     Get(get::Args),
+    /// Add data to the node's IPFS-compatible store and read it back.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Inspect and manage nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -99,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wasm(cmd) => run::wasm(&g, cmd),
         Command::Docker(cmd) => run::docker(&g, cmd),
         Command::Get(args) => runtime()?.block_on(get::run(&g, args)),
+        Command::Data(cmd) => runtime()?.block_on(data::run(&g, cmd)),
         Command::Node(cmd) => runtime()?.block_on(node::run(&g, cmd)),
         Command::Agent(cmd) => runtime()?.block_on(agent::run(&g, cmd)),
         Command::Config(cmd) => config::run(&g, cmd),

@@ -21,6 +21,9 @@ pub struct Args {
     /// Bootstrap peers (`/ip4/127.0.0.1/tcp/PORT/p2p/ID`).
     #[arg(long)]
     peer: Vec<String>,
+    /// Host paths jobs may mount with `local` inputs, `path[:ro|:rw]` (Bacalhau's flag).
+    #[arg(long = "allow-listed-local-paths", value_delimiter = ',')]
+    allow_listed_local_paths: Vec<String>,
     /// Any config key: `-c Key.Path=value` (repeatable).
     #[arg(short = 'c', long = "config")]
     config: Vec<String>,
@@ -71,6 +74,12 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
     }
     if !args.labels.is_empty() {
         extra.push(("Labels".into(), args.labels.join(",")));
+    }
+    if !args.allow_listed_local_paths.is_empty() {
+        extra.push((
+            "Compute.AllowListedLocalPaths".into(),
+            args.allow_listed_local_paths.join(","),
+        ));
     }
     if !args.peer.is_empty() {
         extra.push(("Network.Peers".into(), args.peer.join(",")));

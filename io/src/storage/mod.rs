@@ -7,6 +7,11 @@
 //! `{jobID}`/`{executionID}`/`{nodeID}`/`{date}`/`{time}`, `Endpoint`, `Region`, `Encoding`),
 //! `noop`. Parameter keys match case-insensitively ([`SpecConfig::param`]).
 
+pub mod inline;
+pub mod ipfs;
+pub mod local;
+pub mod publish;
+
 use std::path::Path;
 
 use gadus_core::model::{Job, SpecConfig};

@@ -6,6 +6,7 @@
 //! log websocket.
 
 mod agent;
+mod data;
 mod jobs;
 mod logs;
 mod nodes;
@@ -31,8 +32,14 @@ pub struct AppState {
     pub node: Handle,
     /// The effective configuration.
     pub config: Arc<NodeConfig>,
-    /// Extra routes' state (content store etc.) lives in later modules.
+    /// When the node started.
     pub started: Instant,
+    /// The embedded content store (`/ipfs/...`, CAR uploads).
+    pub content: Option<gadus_io::content::ContentStore>,
+    /// The `local` publisher, whose archives `/results/...` serves.
+    pub local_publisher: Option<Arc<gadus_io::storage::publish::LocalPublisher>>,
+    /// The node's data directory (upload spooling).
+    pub data_dir: std::path::PathBuf,
 }
 
 tokio::task_local! {
@@ -146,6 +153,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(logs::routes())
+        .merge(data::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), edge))
@@ -181,6 +189,8 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let route = route_label(req.uri().path());
     let websocket = req.uri().path().ends_with("/logs");
+    // Content and archive routes stream large bodies both ways: no buffering, no timeout.
+    let streaming = websocket || data::is_streaming(req.uri().path());
     let started = Instant::now();
     let timeout = crate::config::parse_duration(&s.config.api.request_timeout)
         .unwrap_or(Duration::from_secs(30));
@@ -189,7 +199,7 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let fut = async move {
         // Read the body here, under the size limit: an oversized one is drained (up to a hard
         // cap) before answering 413, so the client sees the answer instead of a reset.
-        let req = if websocket {
+        let req = if streaming {
             req
         } else {
             match limit_body(req, limit).await {
@@ -200,7 +210,7 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
         if let Err(e) = version_check {
             return *e;
         }
-        if websocket {
+        if streaming {
             next.run(req).await
         } else {
             match tokio::time::timeout(timeout, next.run(req)).await {

@@ -67,7 +67,10 @@ async fn list(State(s): State<AppState>, Query(p): Query<Params>) -> Result<Resp
     if let Some(l) = p.limit.filter(|l| *l > 0) {
         items.truncate(l);
     }
-    Ok(json_ok(&json!({ "Nodes": items, "NextToken": "" })))
+    // Bacalhau's Go server writes `Nodes`; its published Python client (bacalhau-apiclient
+    // 1.4's swagger model) only reads a lower-case `nodes`. Go clients match keys
+    // case-insensitively and both keys carry the same list, so sending both serves everyone.
+    Ok(json_ok(&json!({ "Nodes": items, "nodes": items, "NextToken": "" })))
 }
 
 fn find(s: &AppState, id: &str) -> Result<NodeState, ApiErr> {

@@ -1,6 +1,9 @@
 //! `gadus bench ...`: commands that measure and print one JSON line per configuration.
 //! Figures go into the README's benchmark table; tests never assert on them.
 
+mod embedded;
+mod latency;
+mod micro;
 mod placement;
 
 use std::process::ExitCode;
@@ -9,11 +12,28 @@ use std::process::ExitCode;
 pub enum BenchCommand {
     /// Orchestrator placement throughput and latency with simulated compute nodes.
     Placement(placement::Args),
+    /// UnixFS import speed: sha256 vs CID-only vs import into the store (MiB/s).
+    Cid(micro::CidArgs),
+    /// Instantiate + run a no-op WASM module (µs per run).
+    WasmExec(micro::WasmExecArgs),
+    /// No-op WASM job submit -> Completed through a real node's API (sequential and in flight).
+    WasmLatency(latency::WasmLatencyArgs),
+    /// Durable job submissions/s with concurrent clients, and job-list page latency.
+    Api(latency::ApiArgs),
+    /// A `true` container through gadus versus plain `docker run`.
+    DockerOverhead(latency::DockerArgs),
 }
 
-pub fn run(_g: &super::Global, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+pub fn run(g: &super::Global, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Placement(a) => placement::run(a),
+        BenchCommand::Cid(a) => micro::cid(a),
+        BenchCommand::WasmExec(a) => micro::wasm_exec(a),
+        BenchCommand::WasmLatency(a) => super::runtime()?.block_on(latency::wasm_latency(g, a)),
+        BenchCommand::Api(a) => super::runtime()?.block_on(latency::api(g, a)),
+        BenchCommand::DockerOverhead(a) => {
+            super::runtime()?.block_on(latency::docker_overhead(g, a))
+        }
     }
 }
 

@@ -1,0 +1,203 @@
+//! `ipfs` input sources and the `ipfs` publisher, both over the embedded content store.
+//!
+//! An input CID is served from the local store when its whole DAG is there; otherwise it is
+//! fetched from the cluster's peers and then the configured gateways with the trustless-gateway
+//! protocol (every block verified against its CID before it is stored, so a lying peer can
+//! corrupt nothing), pinned, and exported to the execution's work directory. The list of peers
+//! changes as nodes come and go, so it is read at each fetch.
+//!
+//! Publishing imports the results folder with Kubo's default layout (CIDv0), pins it, and
+//! returns `{Type: ipfs, Params: {CID}}`; any node's `/ipfs/{cid}` or `gadus data get` can then
+//! read it.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use gadus_core::model::{Job, SpecConfig};
+use gadus_core::protocol::{ExecFailure, FailureKind};
+
+use super::{InputProvider, Progress, Publisher};
+use crate::content::{
+    ContentStore, GatewayClient, GatewayOptions, ImportOptions, parse_content_path,
+};
+use crate::executor::PreparedInput;
+
+/// Where missing content may come from: peers' API base URLs (updated by the node as the
+/// cluster changes) and static gateways from the config.
+#[derive(Debug, Default)]
+pub struct ContentSources {
+    peers: RwLock<Vec<String>>,
+    gateways: Vec<String>,
+}
+
+impl ContentSources {
+    /// Sources with a fixed gateway list.
+    pub fn new(gateways: Vec<String>) -> Self {
+        Self { peers: RwLock::new(Vec::new()), gateways }
+    }
+
+    /// Replaces the peer list (base URLs such as `http://127.0.0.1:1234`).
+    pub fn set_peers(&self, peers: Vec<String>) {
+        if let Ok(mut p) = self.peers.write() {
+            *p = peers;
+        }
+    }
+
+    /// Adds one peer if absent.
+    pub fn add_peer(&self, peer: String) {
+        if let Ok(mut p) = self.peers.write()
+            && !p.contains(&peer)
+        {
+            p.push(peer);
+        }
+    }
+
+    /// Peers first (they are close), then gateways.
+    pub fn all(&self) -> Vec<String> {
+        let mut v = self.peers.read().map(|p| p.clone()).unwrap_or_default();
+        v.extend(self.gateways.iter().cloned());
+        v
+    }
+}
+
+/// The `ipfs` input provider.
+#[derive(Clone)]
+pub struct IpfsProvider {
+    store: ContentStore,
+    sources: Arc<ContentSources>,
+}
+
+impl IpfsProvider {
+    /// A provider over `store`, fetching what is missing from `sources`.
+    pub fn new(store: ContentStore, sources: Arc<ContentSources>) -> Self {
+        Self { store, sources }
+    }
+
+    /// Makes `cid`'s DAG local (fetching it if needed).
+    pub async fn ensure_local(&self, root: &crate::content::Cid) -> Result<(), ExecFailure> {
+        let missing = {
+            let (s, r) = (self.store.clone(), *root);
+            tokio::task::spawn_blocking(move || s.first_missing(&r))
+                .await
+                .map_err(|e| internal(e.to_string()))?
+                .map_err(|e| internal(e.to_string()))?
+        };
+        if missing.is_none() {
+            return Ok(());
+        }
+        let bases = self.sources.all();
+        if bases.is_empty() {
+            return Err(ExecFailure {
+                kind: FailureKind::InputUnavailable,
+                message: format!(
+                    "CID {root} is not in this node's store and no peers or gateways are known"
+                ),
+            });
+        }
+        let client = GatewayClient::new(bases, GatewayOptions::default())
+            .map_err(|e| ExecFailure { kind: FailureKind::InvalidSpec, message: e.to_string() })?;
+        client.fetch_dag(&self.store, root, true).await.map_err(|e| ExecFailure {
+            kind: FailureKind::InputUnavailable,
+            message: format!("fetching {root}: {e}"),
+        })?;
+        Ok(())
+    }
+}
+
+fn internal(message: String) -> ExecFailure {
+    ExecFailure { kind: FailureKind::Internal, message }
+}
+
+fn cid_param(source: &SpecConfig) -> Result<(crate::content::Cid, String), ExecFailure> {
+    let raw = source.param_str("CID").ok_or_else(|| ExecFailure {
+        kind: FailureKind::InvalidSpec,
+        message: "ipfs input needs a CID parameter".into(),
+    })?;
+    parse_content_path(raw).map_err(|e| ExecFailure {
+        kind: FailureKind::InvalidSpec,
+        message: format!("ipfs input CID {raw:?}: {e}"),
+    })
+}
+
+#[async_trait::async_trait]
+impl InputProvider for IpfsProvider {
+    fn source_type(&self) -> &'static str {
+        "ipfs"
+    }
+
+    async fn prepare(
+        &self,
+        source: &SpecConfig,
+        target: &str,
+        work_dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<PreparedInput, ExecFailure> {
+        let (root, path) = cid_param(source)?;
+        progress.report(&format!("resolving {root}"));
+        self.ensure_local(&root).await?;
+        let dest = work_dir.join("data");
+        let store = self.store.clone();
+        let d = dest.clone();
+        tokio::task::spawn_blocking(move || {
+            let cid = store.resolve(&root, &path)?;
+            store.export(&cid, &d)
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| ExecFailure {
+            kind: FailureKind::InputUnavailable,
+            message: format!("exporting {root}: {e}"),
+        })?;
+        Ok(PreparedInput { target: target.to_string(), host_path: dest, writable: false })
+    }
+
+    async fn is_local(&self, source: &SpecConfig) -> bool {
+        let Ok((root, _)) = cid_param(source) else { return false };
+        let s = self.store.clone();
+        tokio::task::spawn_blocking(move || matches!(s.first_missing(&root), Ok(None)))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// The `ipfs` publisher.
+#[derive(Clone)]
+pub struct IpfsPublisher {
+    store: ContentStore,
+}
+
+impl IpfsPublisher {
+    /// A publisher into `store`.
+    pub fn new(store: ContentStore) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for IpfsPublisher {
+    fn publisher_type(&self) -> &'static str {
+        "ipfs"
+    }
+
+    async fn publish(
+        &self,
+        _spec: &SpecConfig,
+        _job: &Job,
+        _execution_id: &str,
+        _node_id: &str,
+        results_dir: &Path,
+    ) -> Result<SpecConfig, ExecFailure> {
+        let store = self.store.clone();
+        let dir = results_dir.to_path_buf();
+        let imported = tokio::task::spawn_blocking(move || {
+            store.import_path(&dir, &ImportOptions::kubo_v0().with_pin(true))
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| ExecFailure {
+            kind: FailureKind::PublishFailed,
+            message: format!("importing results into the content store: {e}"),
+        })?;
+        Ok(SpecConfig::new("ipfs").with_param("CID", imported.cid.to_string()))
+    }
+}
