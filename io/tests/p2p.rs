@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use futures::{AsyncRead, StreamExt};
 use gadus_core::protocol::{
-    Envelope, ExecRef, Heartbeat, Message, NodeClock, PROTOCOL_VERSION, WireResources,
-    encode_frame,
+    Envelope, ExecRef, Heartbeat, Message, NodeClock, PROTOCOL_VERSION, WireResources, encode_frame,
 };
 use gadus_io::transport::p2p::{
     Ack, Frame, FrameCodec, P2pConfig, P2pError, P2pHandle, P2pTransport, PROTOCOL,
@@ -33,19 +32,26 @@ struct Node {
 }
 
 fn config(dir: &Path, name: &str, listen: &str, bootstrap: Vec<Multiaddr>) -> P2pConfig {
-    let mut cfg = P2pConfig::new(vec![listen.parse().unwrap()], dir.join(format!("{name}.key")));
+    let mut cfg = P2pConfig::new(
+        vec![listen.parse().expect("listen address")],
+        dir.join(format!("{name}.key")),
+    );
     cfg.bootstrap = bootstrap;
     cfg.api_url = Some(format!("http://127.0.0.1:1/{name}"));
     cfg
 }
 
 async fn start(cfg: P2pConfig) -> Node {
-    let (transport, inbound, handle) = P2pTransport::start(cfg).await.unwrap();
+    let (transport, inbound, handle) = P2pTransport::start(cfg).await.expect("transport starts");
     Node { transport, inbound, handle }
 }
 
 /// Waits for the first event matching `pred`, skipping others.
-async fn expect(rx: &mut Receiver<Inbound>, what: &str, pred: impl Fn(&Inbound) -> bool) -> Inbound {
+async fn expect(
+    rx: &mut Receiver<Inbound>,
+    what: &str,
+    pred: impl Fn(&Inbound) -> bool,
+) -> Inbound {
     let found = timeout(WAIT, async {
         loop {
             match rx.recv().await {
@@ -91,9 +97,15 @@ async fn pair(dir: &Path) -> (Node, Node) {
     let mut b = start(config(dir, "b", "/ip4/127.0.0.1/tcp/0", boot)).await;
     let (a_id, b_id) = (a.transport.local_id().to_string(), b.transport.local_id().to_string());
     let up = expect(&mut a.inbound, "PeerUp(B) at A", |e| peer_up(e, &b_id)).await;
-    assert_eq!(up, Inbound::PeerUp { node: b_id.clone(), api: Some("http://127.0.0.1:1/b".into()) });
+    assert_eq!(
+        up,
+        Inbound::PeerUp { node: b_id.clone(), api: Some("http://127.0.0.1:1/b".into()) }
+    );
     let up = expect(&mut b.inbound, "PeerUp(A) at B", |e| peer_up(e, &a_id)).await;
-    assert_eq!(up, Inbound::PeerUp { node: a_id.clone(), api: Some("http://127.0.0.1:1/a".into()) });
+    assert_eq!(
+        up,
+        Inbound::PeerUp { node: a_id.clone(), api: Some("http://127.0.0.1:1/a".into()) }
+    );
     (a, b)
 }
 
@@ -106,13 +118,15 @@ async fn peers_come_up_and_messages_arrive_from_the_authenticated_sender() {
     assert_eq!(a.handle.peers()[0].node, b.transport.local_id());
 
     a.transport.send(b.transport.local_id(), ask_for_bid(7)).unwrap();
-    let got = expect(&mut b.inbound, "AskForBid at B", |e| matches!(e, Inbound::Message { .. })).await;
+    let got =
+        expect(&mut b.inbound, "AskForBid at B", |e| matches!(e, Inbound::Message { .. })).await;
     assert_eq!(got, Inbound::Message { from: a_id, message: ask_for_bid(7) });
 
     // A message to oneself is delivered locally (a node is often orchestrator and compute).
     let b_id = b.transport.local_id().to_string();
     b.transport.send(&b_id, ask_for_bid(8)).unwrap();
-    let got = expect(&mut b.inbound, "self message", |e| matches!(e, Inbound::Message { .. })).await;
+    let got =
+        expect(&mut b.inbound, "self message", |e| matches!(e, Inbound::Message { .. })).await;
     assert_eq!(got, Inbound::Message { from: b_id, message: ask_for_bid(8) });
 
     // Not a peer ID: refused synchronously.
@@ -169,9 +183,11 @@ async fn queued_messages_reach_a_peer_restarted_with_the_same_identity() {
 
     b.handle.shutdown().await;
     drop(b);
-    expect(&mut a.inbound, "PeerDown(B) at A", |e| {
-        matches!(e, Inbound::PeerDown { node } if *node == b_id)
-    })
+    expect(
+        &mut a.inbound,
+        "PeerDown(B) at A",
+        |e| matches!(e, Inbound::PeerDown { node } if *node == b_id),
+    )
     .await;
 
     // Queued while B is away; A's dials fail and back off.

@@ -74,6 +74,7 @@ use gadus_core::protocol::{
     Envelope, MAX_FRAME_BYTES, Message, NodeId, PROTOCOL_VERSION, WireError, decode_payload,
     encode_frame,
 };
+use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, ValidationMode};
 use libp2p::identity::Keypair;
@@ -81,7 +82,6 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::core::ConnectedPoint;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, mdns, noise, ping, tcp,
@@ -361,14 +361,24 @@ impl request_response::Codec for FrameCodec {
         })
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Frame) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Frame,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         io.write_all(&req.0).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Ack) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Ack,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -432,10 +442,8 @@ fn build_behaviour(key: &Keypair, cfg: &P2pConfig, max_frame: usize) -> Result<B
         mesh_failure_penalty_weight: 0.0,
         ..Default::default()
     };
-    let mut score = gossipsub::PeerScoreParams {
-        ip_colocation_factor_weight: 0.0,
-        ..Default::default()
-    };
+    let mut score =
+        gossipsub::PeerScoreParams { ip_colocation_factor_weight: 0.0, ..Default::default() };
     score.topics.insert(topic.hash(), topic_params);
     gossipsub
         .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
@@ -546,7 +554,11 @@ impl P2pTransport {
         let behaviour_cfg = cfg.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .map_err(|e| P2pError::Setup(e.to_string()))?
             .with_behaviour(|key| {
                 build_behaviour(key, &behaviour_cfg, max_frame)
@@ -603,11 +615,8 @@ impl P2pTransport {
             max_frame,
             commands: cmd_tx.clone(),
         });
-        let handle = P2pHandle {
-            shared,
-            commands: cmd_tx,
-            task: tokio::sync::Mutex::new(Some(task)),
-        };
+        let handle =
+            P2pHandle { shared, commands: cmd_tx, task: tokio::sync::Mutex::new(Some(task)) };
         Ok((transport, in_rx, handle))
     }
 
@@ -635,7 +644,9 @@ async fn wait_for_listener(
                 {
                     return Err(P2pError::ListenFailed(e.to_string()));
                 }
-                SwarmEvent::ListenerError { listener_id, error } if listeners.contains(&listener_id) => {
+                SwarmEvent::ListenerError { listener_id, error }
+                    if listeners.contains(&listener_id) =>
+                {
                     return Err(P2pError::ListenFailed(error.to_string()));
                 }
                 _ => {}
@@ -755,6 +766,9 @@ struct PeerQueue {
     backoff: Backoff,
 }
 
+// Lives for one loop iteration and is matched at once; boxing the swarm event would only add
+// an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Swarm(SwarmEvent<BehaviourEvent>),
     Command(Option<Command>),
@@ -989,12 +1003,8 @@ impl Driver {
     }
 
     fn pump_all(&mut self) {
-        let peers: Vec<PeerId> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| !q.frames.is_empty())
-            .map(|(p, _)| *p)
-            .collect();
+        let peers: Vec<PeerId> =
+            self.queues.iter().filter(|(_, q)| !q.frames.is_empty()).map(|(p, _)| *p).collect();
         for p in peers {
             self.pump(p);
         }
@@ -1132,7 +1142,10 @@ impl Driver {
                 }
             }
             BehaviourEvent::Rr(request_response::Event::OutboundFailure {
-                peer, request_id, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             }) => {
                 let Some((_, frame)) = self.finish_request(request_id) else { return };
                 if matches!(error, request_response::OutboundFailure::UnsupportedProtocols) {
