@@ -194,9 +194,10 @@ async fn queued_messages_reach_a_peer_restarted_with_the_same_identity() {
     a.transport.send(&b_id, ask_for_bid(42)).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let boot = a.handle.listen_addrs();
+    // B comes back without bootstrap peers: A has to re-dial it from the address it learned
+    // through identify (libp2p alone would have forgotten it after the failed dials).
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
-    let mut b = start(config(dir.path(), "b", &listen, boot)).await;
+    let mut b = start(config(dir.path(), "b", &listen, vec![])).await;
     assert_eq!(b.transport.local_id(), b_id, "same key file, same node ID");
     let got = expect(&mut b.inbound, "queued AskForBid at restarted B", |e| {
         matches!(e, Inbound::Message { .. })
@@ -359,4 +360,54 @@ async fn malformed_and_forged_frames_are_refused_over_the_wire() {
     assert_eq!(acks, vec![Ack::Refused, Ack::Refused]);
     assert!(a.inbound.try_recv().is_err(), "nothing delivered");
     a.handle.shutdown().await;
+}
+
+/// B and C only know the hub A. A heartbeat from B addressed to C is relayed by A's gossip and
+/// delivered at C (from B); A forwards it but does not hand it to its own node loop, because a
+/// heartbeat lists the executions held for one orchestrator.
+#[tokio::test]
+async fn gossip_is_relayed_and_delivered_only_to_its_addressee() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = start(config(dir.path(), "a", "/ip4/127.0.0.1/tcp/0", vec![])).await;
+    let boot = a.handle.listen_addrs();
+    let b = start(config(dir.path(), "b", "/ip4/127.0.0.1/tcp/0", boot.clone())).await;
+    let mut c = start(config(dir.path(), "c", "/ip4/127.0.0.1/tcp/0", boot)).await;
+    let (b_id, c_id) = (b.transport.local_id().to_string(), c.transport.local_id().to_string());
+    expect(&mut a.inbound, "PeerUp(B) at A", |e| peer_up(e, &b_id)).await;
+    expect(&mut a.inbound, "PeerUp(C) at A", |e| peer_up(e, &c_id)).await;
+
+    let mut seq = 0;
+    let got = timeout(WAIT, async {
+        loop {
+            seq += 1;
+            b.transport.send(&c_id, heartbeat(seq)).unwrap();
+            let wait = tokio::time::sleep(Duration::from_millis(200));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    ev = c.inbound.recv() => match ev {
+                        Some(ev @ Inbound::Message { .. }) => return ev,
+                        Some(_) => {}
+                        None => panic!("C's inbound closed"),
+                    },
+                    _ = &mut wait => break,
+                }
+            }
+        }
+    })
+    .await
+    .expect("C receives B's heartbeat through A");
+    assert!(
+        matches!(&got, Inbound::Message { from, message: Message::Heartbeat { .. } } if *from == b_id),
+        "{got:?}"
+    );
+    assert!(b.handle.published() > 0);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(ev) = a.inbound.try_recv() {
+        assert!(!matches!(ev, Inbound::Message { .. }), "A delivered C's heartbeat: {ev:?}");
+    }
+    for n in [a, b, c] {
+        n.handle.shutdown().await;
+    }
 }

@@ -117,6 +117,8 @@ const MAX_PENDING_INBOUND: usize = 4096;
 const MAX_ADDRS_PER_PEER: usize = 16;
 /// Window in which an identical broadcast frame is published only once.
 const PUBLISH_DEDUP_WINDOW: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for queued frames to connected peers to be acknowledged.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long `start` waits for the first listener to come up.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -595,6 +597,7 @@ impl P2pTransport {
             bootstrap: HashMap::new(),
             up: HashSet::new(),
             last_published: None,
+            closing: None,
             topic: IdentTopic::new(NODES_TOPIC),
             codec: FrameCodec::new(max_frame),
             shared: shared.clone(),
@@ -720,7 +723,9 @@ impl P2pHandle {
         self.shared.published.load(Ordering::Relaxed)
     }
 
-    /// Stops the swarm and closes every connection; queued frames are discarded. Idempotent.
+    /// Stops the swarm and closes every connection. Frames queued for connected peers get up
+    /// to two seconds to be acknowledged first (so a `Goodbye` sent just before reaches its
+    /// peers); the rest are discarded. Idempotent.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown(tx)).is_ok() {
@@ -793,6 +798,8 @@ struct Driver {
     /// Peers we announced with `PeerUp`.
     up: HashSet<PeerId>,
     last_published: Option<(u64, Instant)>,
+    /// Set by a shutdown request: who waits, and when to stop flushing.
+    closing: Option<(Vec<oneshot::Sender<()>>, Instant)>,
     topic: IdentTopic,
     codec: FrameCodec,
     shared: Arc<Shared>,
@@ -823,9 +830,9 @@ impl Driver {
                     self.push_inbound(Inbound::Message { from, message }, false);
                 }
                 Step::Command(Some(Command::Shutdown(done))) => {
-                    drop(self.swarm);
-                    let _ = done.send(());
-                    return;
+                    let deadline = Instant::now() + SHUTDOWN_GRACE;
+                    let closing = self.closing.get_or_insert((Vec::new(), deadline));
+                    closing.0.push(done);
                 }
                 // Every transport and handle is gone: nobody can send or stop us.
                 Step::Command(None) => return,
@@ -841,7 +848,24 @@ impl Driver {
                     self.pump_all();
                 }
             }
+            if let Some((_, deadline)) = &self.closing
+                && (self.flushed() || Instant::now() >= *deadline)
+            {
+                let waiting = self.closing.take().map(|(w, _)| w).unwrap_or_default();
+                drop(self.swarm);
+                for done in waiting {
+                    let _ = done.send(());
+                }
+                return;
+            }
         }
+    }
+
+    /// Whether nothing is left to deliver to a connected peer (frames for unreachable peers
+    /// would only hold a shutdown until its deadline).
+    fn flushed(&self) -> bool {
+        self.in_flight.is_empty()
+            && self.queues.iter().all(|(p, q)| q.frames.is_empty() || !self.swarm.is_connected(p))
     }
 
     /// Queues an event for the node loop. Messages are refused (false) when the backlog is
@@ -940,13 +964,22 @@ impl Driver {
     /// when the frame must go point-to-point instead.
     fn publish(&mut self, to: PeerId, frame: &Bytes) -> bool {
         let hash = self.topic.hash();
-        let subscribed = self
-            .swarm
-            .behaviour()
-            .gossipsub
-            .all_peers()
-            .any(|(p, topics)| *p == to && topics.contains(&&hash));
-        if !subscribed {
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let mut topic_peers = 0usize;
+        let mut subscribed = false;
+        for (p, topics) in gossipsub.all_peers() {
+            if topics.contains(&&hash) {
+                topic_peers += 1;
+                subscribed |= *p == to;
+            }
+        }
+        // A peer we are not connected to and have no address for cannot be reached directly,
+        // but the mesh may relay to it (a compute node and an orchestrator that both only
+        // know a bootstrap node). Heartbeats repeat, so trying the relay is enough.
+        let unreachable = !self.swarm.is_connected(&to)
+            && self.addrs.get(&to).is_none_or(|a| a.is_empty())
+            && !self.dialing.contains(&to);
+        if !(subscribed || (unreachable && topic_peers > 0)) {
             return false;
         }
         let mut h = DefaultHasher::new();
