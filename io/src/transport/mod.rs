@@ -14,6 +14,8 @@
 
 use gadus_core::protocol::{Message, NodeId};
 
+pub mod p2p;
+
 /// Something that happened on the transport.
 // A message is moved once through a channel; boxing it would only add an allocation.
 #[allow(clippy::large_enum_variant)]
