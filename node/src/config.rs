@@ -285,6 +285,8 @@ pub struct InputSection {
 #[serde(rename_all = "PascalCase", default)]
 #[derive(Default)]
 pub struct NetworkSection {
+    /// Address libp2p listens on (default every IPv4 interface).
+    pub host: String,
     /// libp2p TCP port (0 = any).
     pub port: u16,
     /// Bootstrap peers (`/ip4/127.0.0.1/tcp/PORT/p2p/ID`).

@@ -73,6 +73,8 @@ pub struct RunningNode {
     pub api_addr: SocketAddr,
     /// This node's ID.
     pub node_id: String,
+    /// The libp2p transport, when the node is networked.
+    pub p2p: Option<gadus_io::transport::p2p::P2pHandle>,
     loop_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
 }
@@ -88,6 +90,9 @@ impl RunningNode {
         self.api_task.abort();
         self.handle.shutdown().await;
         let _ = self.loop_task.await;
+        if let Some(p) = &self.p2p {
+            p.shutdown().await;
+        }
     }
 
     /// Waits until the loop ends (forever, normally).
@@ -97,34 +102,12 @@ impl RunningNode {
     }
 }
 
-/// Reads (or creates) this node's persistent ID.
+/// This node's ID: the libp2p peer ID of the ed25519 key in `<data dir>/libp2p.key` (created
+/// on first start), so the ID peers authenticate and the ID jobs and executions name are one.
 pub fn node_id(data_dir: &Path) -> Result<String, StartError> {
-    let path = data_dir.join("node_id");
-    let err = |e: std::io::Error| StartError::DataDir {
-        path: path.display().to_string(),
-        error: e.to_string(),
-    };
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let id = text.trim().to_string();
-        if !id.is_empty()
-            && id.len() <= 128
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Ok(id);
-        }
-        return Err(StartError::DataDir {
-            path: path.display().to_string(),
-            error: "corrupt node_id file".into(),
-        });
-    }
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| StartError::DataDir {
-        path: path.display().to_string(),
-        error: e.to_string(),
-    })?;
-    let id = format!("n-{}", uuid::Builder::from_random_bytes(b).into_uuid());
-    std::fs::write(&path, &id).map_err(err)?;
-    Ok(id)
+    gadus_io::transport::p2p::peer_id_from_key_file(&data_dir.join("libp2p.key")).map_err(|e| {
+        StartError::DataDir { path: data_dir.display().to_string(), error: e.to_string() }
+    })
 }
 
 fn physical_memory() -> u64 {
@@ -238,6 +221,8 @@ pub struct StartOptions {
     pub executors: Vec<Arc<dyn Executor>>,
     /// Skip probing the Docker engine (faster start when not needed).
     pub without_docker: bool,
+    /// Do not start the libp2p transport (a single embedded node: `job run --local`, benches).
+    pub without_network: bool,
 }
 
 /// Starts a node: store, adapters, event loop and API server.
@@ -294,7 +279,8 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
     let orch_cfg =
         if cfg.orchestrator.enabled { Some(orchestrator_config(&cfg, &node_id)?) } else { None };
     let compute_cfg = if cfg.compute.enabled {
-        let mut c = ComputeConfig::new(node_id.clone(), capacity.clone(), vec![node_id.clone()]);
+        let own = if cfg.orchestrator.enabled { vec![node_id.clone()] } else { Vec::new() };
+        let mut c = ComputeConfig::new(node_id.clone(), capacity.clone(), own);
         c.labels = cfg.labels.clone();
         c.labels.insert("Operating-System".into(), std::env::consts::OS.into());
         c.labels.insert("Architecture".into(), api_arch());
@@ -348,11 +334,18 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         orchestrator: cfg.orchestrator.enabled,
         changes: tokio::sync::watch::channel(0).0,
     });
+    let (transport, p2p_rx, p2p) = if opts.without_network {
+        (None, None, None)
+    } else {
+        let (t, rx, h) = start_p2p(&cfg, &data_dir, api_addr).await?;
+        (Some(t as Arc<dyn gadus_io::transport::Transport>), Some(rx), Some(h))
+    };
     let adapters = runtime::Adapters {
         executors,
         inputs,
         publishers,
-        transport: None,
+        transport,
+        content_sources: Some(storage.sources.clone()),
         allow_network: !cfg.job_admission_control.reject_networked_jobs,
         output_limits: OutputLimits {
             stdout: cfg.compute.max_inline_output_bytes,
@@ -385,7 +378,15 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
             tracing::error!(error = %e, "API server stopped");
         }
     });
-    Ok(RunningNode { handle, api_addr, node_id, loop_task, api_task })
+    if let Some(mut rx) = p2p_rx {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                h.peer(event).await;
+            }
+        });
+    }
+    Ok(RunningNode { handle, api_addr, node_id, p2p, loop_task, api_task })
 }
 
 fn api_arch() -> String {
@@ -398,6 +399,50 @@ fn api_arch() -> String {
 
 fn agent_version() -> String {
     format!("v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Starts the libp2p transport: listens on `Network.Port` (0 = any) on every interface of
+/// `API.Host`'s family, dials `Network.Peers`, advertises the API URL.
+async fn start_p2p(
+    cfg: &NodeConfig,
+    data_dir: &Path,
+    api_addr: SocketAddr,
+) -> Result<
+    (
+        Arc<gadus_io::transport::p2p::P2pTransport>,
+        tokio::sync::mpsc::Receiver<gadus_io::transport::Inbound>,
+        gadus_io::transport::p2p::P2pHandle,
+    ),
+    StartError,
+> {
+    use gadus_io::transport::p2p::{P2pConfig, P2pTransport};
+    let host = if cfg.network.host.is_empty() { "0.0.0.0" } else { cfg.network.host.as_str() };
+    let ip: std::net::IpAddr =
+        host.parse().map_err(|e| StartError::Config(format!("Network.Host {host:?}: {e}")))?;
+    let proto = if ip.is_ipv6() { "ip6" } else { "ip4" };
+    let listen = format!("/{proto}/{ip}/tcp/{}", cfg.network.port)
+        .parse()
+        .map_err(|e| StartError::Config(format!("Network.Port: {e}")))?;
+    let mut p = P2pConfig::new(vec![listen], data_dir.join("libp2p.key"));
+    for peer in &cfg.network.peers {
+        let peer = peer.trim();
+        if peer.is_empty() {
+            continue;
+        }
+        p.bootstrap.push(
+            peer.parse().map_err(|e| StartError::Config(format!("Network.Peers {peer:?}: {e}")))?,
+        );
+    }
+    p.mdns = cfg.network.mdns;
+    let api_host = if api_addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if api_addr.is_ipv6() {
+        format!("[{}]", api_addr.ip())
+    } else {
+        api_addr.ip().to_string()
+    };
+    p.api_url = Some(format!("http://{api_host}:{}", api_addr.port()));
+    P2pTransport::start(p).await.map_err(|e| StartError::Config(format!("libp2p: {e}")))
 }
 
 /// The node's data plane: content store, input providers and publishers.

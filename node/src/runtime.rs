@@ -115,6 +115,8 @@ pub struct Adapters {
     pub publishers: Vec<Arc<dyn Publisher>>,
     /// Network to other nodes (`None`: a single node).
     pub transport: Option<Arc<dyn Transport>>,
+    /// Where the `ipfs` input provider looks for missing CIDs (peers are added as they join).
+    pub content_sources: Option<Arc<gadus_io::storage::ipfs::ContentSources>>,
     /// Allow networked jobs.
     pub allow_network: bool,
     /// Inline output limits.
@@ -390,11 +392,19 @@ impl Runtime {
                 }
             },
             Input::Peer(Inbound::Message { from, message }) => self.route(t, &from, message),
-            Input::Peer(Inbound::PeerUp { node, .. }) => {
-                tracing::debug!(%node, "peer up");
+            Input::Peer(Inbound::PeerUp { node, api }) => {
+                tracing::info!(%node, api = api.as_deref().unwrap_or(""), "peer up");
+                // Any peer may run an orchestrator: announce this compute node to it. A peer
+                // without one drops the messages; one with one learns about this node at once.
+                if let Some(c) = self.compute.as_mut() {
+                    c.add_orchestrator(&node);
+                }
+                if let (Some(sources), Some(api)) = (&self.adapters.content_sources, api) {
+                    sources.add_peer(api);
+                }
             }
             Input::Peer(Inbound::PeerDown { node }) => {
-                tracing::debug!(%node, "peer down");
+                tracing::info!(%node, "peer down");
             }
             Input::Work(w) => {
                 let Some(c) = self.compute.as_mut() else { return };

@@ -419,6 +419,7 @@ fn run_local(g: &Global, job: Value) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let opts = gadus_node::StartOptions {
             api_listen: Some("127.0.0.1:0".parse()?),
+            without_network: true,
             ..Default::default()
         };
         let node = gadus_node::start(cfg, opts).await?;

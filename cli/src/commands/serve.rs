@@ -96,6 +96,11 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let node = gadus_node::start(cfg, Default::default()).await?;
         eprintln!("gadus node {} is ready", node.node_id);
         eprintln!("API: {}", node.api_url());
+        if let Some(p2p) = &node.p2p {
+            for a in p2p.listen_addrs() {
+                eprintln!("P2P: {a}");
+            }
+        }
         let host = if node.api_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { node.api_addr.ip().to_string() };
         eprintln!("To use this node from another shell:\n  export GADUS_API_HOST={host} GADUS_API_PORT={}", node.api_addr.port());
         tokio::select! {

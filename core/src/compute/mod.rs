@@ -508,6 +508,23 @@ impl Compute {
         self.actions.push_back(ComputeAction::Send { to: to.to_string(), message });
     }
 
+    /// A new orchestrator became reachable (a peer joined the cluster): announce this node to
+    /// it at once and include it in every later heartbeat. Known orchestrators are ignored, so
+    /// a peer flapping up and down costs one NodeInfo per reconnect.
+    pub fn add_orchestrator(&mut self, id: &str) {
+        if id == self.cfg.node_id || self.cfg.orchestrators.iter().any(|o| o == id) {
+            return;
+        }
+        self.cfg.orchestrators.push(id.to_string());
+        let advert = self.advert();
+        self.send_msg(id, |clock| Message::NodeInfo { advert, clock });
+    }
+
+    /// The orchestrators this node announces itself to.
+    pub fn orchestrators(&self) -> &[NodeId] {
+        &self.cfg.orchestrators
+    }
+
     fn announce(&mut self, _now: Timestamp) {
         let advert = self.advert();
         for o in self.cfg.orchestrators.clone() {

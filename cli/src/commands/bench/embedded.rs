@@ -26,6 +26,7 @@ impl Embedded {
         let cfg = crate::commands::serve::load_config(&gl, &[])?;
         let opts = gadus_node::StartOptions {
             api_listen: Some("127.0.0.1:0".parse()?),
+            without_network: true,
             without_docker: !docker,
             ..Default::default()
         };
