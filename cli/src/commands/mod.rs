@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod config;
 mod data;
+mod devstack;
 mod get;
 mod job;
 mod node;
@@ -65,6 +66,8 @@ enum Command {
     Version(version::Args),
     /// Run a node (orchestrator and compute by default).
     Serve(serve::Args),
+    /// Start a cluster of N real nodes on loopback (Ctrl-C stops them).
+    Devstack(devstack::Args),
     /// Work with jobs.
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Version(args) => runtime()?.block_on(version::run(&g, args)),
         Command::Serve(args) => serve::run(&g, args),
+        Command::Devstack(args) => devstack::run(&g, args),
         Command::Job(cmd) => job::run(&g, cmd),
         Command::Wasm(cmd) => run::wasm(&g, cmd),
         Command::Docker(cmd) => run::docker(&g, cmd),

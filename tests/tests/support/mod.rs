@@ -29,6 +29,8 @@ pub fn gadus_bin() -> PathBuf {
 pub struct Node {
     pub child: Child,
     pub port: u16,
+    /// The libp2p address on loopback (`/ip4/127.0.0.1/tcp/P/p2p/ID`).
+    pub p2p: Option<String>,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
@@ -50,6 +52,8 @@ impl Node {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--api-host", "127.0.0.1", "--api-port", &port.to_string()])
+            // Tests stay on loopback: libp2p listens on 127.0.0.1 only.
+            .args(["-c", "Network.Host=127.0.0.1"])
             .args(extra)
             .env("GADUS_LOG", "warn")
             .stdout(Stdio::null())
@@ -59,11 +63,22 @@ impl Node {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
+            let (mut sent, mut port, mut p2p) = (false, None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.strip_prefix("API: http://") {
-                    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-                    let _ = tx.send(port);
+                if let Some(addr) = line.strip_prefix("API: http://") {
+                    port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                }
+                if p2p.is_none()
+                    && let Some(a) = line.strip_prefix("P2P: ")
+                    && a.starts_with("/ip4/127.")
+                {
+                    p2p = Some(a.to_string());
+                }
+                if !sent
+                    && line.starts_with("To use this node")
+                    && let Some(port) = port
+                {
+                    let _ = tx.send((port, p2p.clone()));
                     sent = true;
                 }
                 if std::env::var_os("GADUS_TEST_LOGS").is_some() {
@@ -71,11 +86,12 @@ impl Node {
                 }
             }
         });
-        let port =
+        let (port, p2p) =
             rx.recv_timeout(Duration::from_secs(60)).expect("gadus serve did not start within 60s");
         Node {
             child,
             port,
+            p2p,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: None,

@@ -1,0 +1,225 @@
+//! Multi-node clusters of real `gadus serve` processes talking libp2p on loopback.
+//!
+//! - a job submitted to node A with a label constraint runs on node C; its results are
+//!   fetched through A's API;
+//! - kill -9 of the compute node running a long Docker job: the orchestrator marks it
+//!   disconnected, the job completes on another node, and the restarted node's late report
+//!   of the old attempt is not accepted;
+//! - an ops job runs once on every node; a daemon job starts on a node that joins later.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Node, call, submit, wait_terminal};
+
+/// Fast liveness so node loss is noticed in seconds, not Bacalhau's default 30 s.
+const FAST: &[&str] = &[
+    "-c",
+    "Compute.Heartbeat.Interval=300ms",
+    "-c",
+    "Orchestrator.NodeManager.DisconnectTimeout=2s",
+    "-c",
+    "Orchestrator.Scheduler.RetryBackoff=200ms",
+];
+
+fn args<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = FAST.to_vec();
+    v.extend_from_slice(base);
+    v.extend_from_slice(more);
+    v
+}
+
+async fn nodes(n: &Node) -> Vec<Value> {
+    let (_, v, _) = call("GET", &n.url("/api/v1/orchestrator/nodes"), None).await;
+    v["Nodes"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_nodes(n: &Node, count: usize) {
+    let start = Instant::now();
+    loop {
+        let list = nodes(n).await;
+        let connected = list
+            .iter()
+            .filter(|s| s["Connection"] == "CONNECTED" && s["Info"]["NodeType"] == "Compute")
+            .count();
+        if connected >= count {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "only {connected} of {count} nodes joined: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn executions(n: &Node, job: &str) -> Vec<Value> {
+    let (_, v, _) =
+        call("GET", &n.url(&format!("/api/v1/orchestrator/jobs/{job}/executions")), None).await;
+    v["Items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn node_id(n: &Node) -> String {
+    let (_, v, _) = call("GET", &n.url("/api/v1/agent/node"), None).await;
+    v["NodeID"].as_str().or(v["Info"]["NodeID"].as_str()).unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_constrained_job_runs_on_the_matching_node_and_results_come_back_through_a() {
+    let a = Node::start(&args(&["--orchestrator"], &[]));
+    let peer = a.p2p.clone().expect("node A has a loopback P2P address");
+    let _b = Node::start(&args(&["--compute", "--labels", "zone=b", "--peer", &peer], &[]));
+    let c = Node::start(&args(&["--compute", "--labels", "zone=c", "--peer", &peer], &[]));
+    wait_nodes(&a, 2).await;
+    let c_id = node_id(&c).await;
+    assert!(c_id.starts_with("12D3KooW"), "node IDs are libp2p peer IDs: {c_id}");
+
+    let module =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/hello.wasm");
+    let out = a.cli(&[
+        "wasm",
+        "run",
+        module.to_str().unwrap(),
+        "-s",
+        "zone=c",
+        "-p",
+        "local",
+        "--id-only",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap().to_string();
+    assert_eq!(wait_terminal(&a, &job, Duration::from_secs(30)).await, "Completed");
+    let execs = executions(&a, &job).await;
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    assert_eq!(execs[0]["NodeID"], c_id.as_str(), "ran on C");
+
+    let dest = tempfile::tempdir().unwrap();
+    let out = a.cli(&["get", &job, "-o", dest.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = std::fs::read_to_string(dest.path().join(format!("job-{job}/stdout"))).unwrap();
+    assert_eq!(stdout, "hello from gadus\n");
+}
+
+async fn busybox() -> Option<String> {
+    let docker = match bollard::Docker::connect_with_local_defaults() {
+        Ok(d) if d.ping().await.is_ok() => d,
+        _ => {
+            assert!(
+                std::env::var_os("GADUS_REQUIRE_DOCKER").is_none(),
+                "the Docker engine does not answer but GADUS_REQUIRE_DOCKER is set"
+            );
+            eprintln!("skipping: no Docker engine");
+            return None;
+        }
+    };
+    Some(
+        gadus_io::executor::docker::testimage::ensure_busybox(&docker, "gadus-test-busybox:latest")
+            .await
+            .expect("building the busybox test image"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_loss_reschedules_and_the_late_result_is_not_accepted() {
+    let Some(image) = busybox().await else { return };
+    let a = Node::start(&args(&["--orchestrator"], &[]));
+    let peer = a.p2p.clone().unwrap();
+    let mut b = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    let mut c = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    wait_nodes(&a, 2).await;
+    let (b_id, c_id) = (node_id(&b).await, node_id(&c).await);
+
+    let job = submit(
+        &a,
+        json!({
+            "Type": "batch", "Count": 1,
+            "Tasks": [{"Name": "main",
+                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 4; echo done"]}},
+                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
+        }),
+    )
+    .await;
+    // Wait until an execution is placed, give the container a moment to start, kill its node.
+    let start = Instant::now();
+    let first_node = loop {
+        let e = executions(&a, &job).await;
+        if let Some(n) = e.first().and_then(|e| e["NodeID"].as_str()).filter(|n| !n.is_empty()) {
+            break n.to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never placed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = if first_node == b_id {
+        &mut b
+    } else {
+        assert_eq!(first_node, c_id);
+        &mut c
+    };
+    victim.kill9();
+
+    assert_eq!(wait_terminal(&a, &job, Duration::from_secs(60)).await, "Completed");
+    let execs = executions(&a, &job).await;
+    let completed: Vec<&Value> =
+        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
+    assert_eq!(completed.len(), 1, "exactly one completed execution: {execs:#?}");
+    assert_ne!(completed[0]["NodeID"], first_node.as_str(), "completed on the surviving node");
+
+    // The killed node comes back (same identity); its container may still finish and be
+    // adopted, but the orchestrator never accepts that superseded attempt.
+    let dir = victim.data_dir.clone();
+    let extra: Vec<String> = victim.extra.clone();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let _back = Node::start_in(&dir, 0, &extra);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, v, _) = call("GET", &a.url(&format!("/api/v1/orchestrator/jobs/{job}")), None).await;
+    assert_eq!(v["Job"]["State"]["StateType"], "Completed");
+    let execs = executions(&a, &job).await;
+    let completed = execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).count();
+    assert_eq!(completed, 1, "the late attempt was not accepted: {execs:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ops_runs_on_every_node_and_daemon_reaches_a_late_joiner() {
+    let a = Node::start(&args(&[], &[]));
+    let peer = a.p2p.clone().unwrap();
+    let b = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    wait_nodes(&a, 2).await;
+    let ids = [node_id(&a).await, node_id(&b).await];
+
+    let ops =
+        submit(&a, json!({"Type": "ops", "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]}))
+            .await;
+    assert_eq!(wait_terminal(&a, &ops, Duration::from_secs(30)).await, "Completed");
+    let mut on: Vec<String> = executions(&a, &ops)
+        .await
+        .iter()
+        .map(|e| e["NodeID"].as_str().unwrap().to_string())
+        .collect();
+    on.sort();
+    let mut want = ids.to_vec();
+    want.sort();
+    assert_eq!(on, want, "one execution per node");
+
+    let daemon = submit(
+        &a,
+        json!({"Type": "daemon", "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]}),
+    )
+    .await;
+    let c = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    let c_id = node_id(&c).await;
+    let start = Instant::now();
+    loop {
+        let e = executions(&a, &daemon).await;
+        if e.iter().any(|e| e["NodeID"] == c_id.as_str()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon never reached the new node: {e:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
