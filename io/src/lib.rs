@@ -5,6 +5,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`archive`] | deterministic tar.gz packing of results; bounded, traversal-safe unpacking |
 //! | [`content`] | embedded IPFS-compatible store: fjall blocks, UnixFS import/export (Kubo CIDs), pins + GC, CAR v1, trustless-gateway client |
 //! | [`executor`] | the [`executor::Executor`] trait and its engines: `noop`, `wasm` (wasmi + WASI), `docker` (bollard) |
 //! | [`transport`] | the [`transport::Transport`] trait the node loop sends through (in-process, libp2p) |
@@ -13,6 +14,7 @@
 //! Adapters never decide anything: the core decided; an adapter performs one action and
 //! reports its outcome (success, or a classified [`gadus_core::protocol::ExecFailure`]).
 
+pub mod archive;
 pub mod content;
 pub mod executor;
 pub mod storage;

@@ -7,6 +7,8 @@
 //! `{jobID}`/`{executionID}`/`{nodeID}`/`{date}`/`{time}`, `Endpoint`, `Region`, `Encoding`),
 //! `noop`. Parameter keys match case-insensitively ([`SpecConfig::param`]).
 
+pub mod url;
+
 use std::path::Path;
 
 use gadus_core::model::{Job, SpecConfig};
