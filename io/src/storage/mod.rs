@@ -7,6 +7,7 @@
 //! `{jobID}`/`{executionID}`/`{nodeID}`/`{date}`/`{time}`, `Endpoint`, `Region`, `Encoding`),
 //! `noop`. Parameter keys match case-insensitively ([`SpecConfig::param`]).
 
+pub mod s3;
 pub mod url;
 
 use std::path::Path;

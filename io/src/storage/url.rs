@@ -166,63 +166,6 @@ impl UrlDownloadProvider {
         &self.policy
     }
 
-    /// Whether `addr` may be contacted; `Err` says why not.
-    fn permits(&self, addr: SocketAddr) -> Result<(), String> {
-        if self.policy.allow_addrs.contains(&addr) {
-            return Ok(());
-        }
-        match classify(addr.ip()) {
-            AddrClass::Public => Ok(()),
-            AddrClass::Loopback if self.policy.allow_loopback => Ok(()),
-            AddrClass::Private if self.policy.allow_private => Ok(()),
-            AddrClass::Loopback => Err(format!("{} is a loopback address", addr.ip())),
-            AddrClass::Private => Err(format!("{} is a private address", addr.ip())),
-            AddrClass::Forbidden(what) => Err(format!("{} is {what}", addr.ip())),
-        }
-    }
-
-    /// Checks a URL's scheme and host and returns the vetted addresses to connect to (and the
-    /// domain to pin them for, when the host is a name).
-    async fn vet(&self, url: &Url) -> Result<(Option<String>, Vec<SocketAddr>), ExecFailure> {
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(spec_error(format!(
-                "urlDownload: scheme {:?} is not allowed (http and https only)",
-                url.scheme()
-            )));
-        }
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| spec_error(format!("urlDownload: {url} has no port")))?;
-        let (domain, addrs) = match url.host() {
-            Some(Host::Ipv4(ip)) => (None, vec![SocketAddr::new(IpAddr::V4(ip), port)]),
-            Some(Host::Ipv6(ip)) => (None, vec![SocketAddr::new(IpAddr::V6(ip), port)]),
-            Some(Host::Domain(name)) => {
-                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
-                    .await
-                    .map_err(|e| {
-                        unavailable(format!("urlDownload: cannot resolve {name:?}: {e}"))
-                    })?
-                    .collect();
-                if addrs.is_empty() {
-                    return Err(unavailable(format!("urlDownload: {name:?} has no address")));
-                }
-                (Some(name.to_string()), addrs)
-            }
-            None => return Err(spec_error(format!("urlDownload: {url} has no host"))),
-        };
-        // Every answer must pass: a name resolving to one public and one internal address
-        // would otherwise let the client pick the internal one.
-        for addr in &addrs {
-            if let Err(why) = self.permits(*addr) {
-                return Err(spec_error(format!(
-                    "urlDownload: {} refused by policy: {why}",
-                    redact(url)
-                )));
-            }
-        }
-        Ok((domain, addrs))
-    }
-
     /// Follows redirects (re-vetting each hop) and streams the final body into `dest`.
     async fn download(
         &self,
@@ -232,7 +175,7 @@ impl UrlDownloadProvider {
     ) -> Result<u64, ExecFailure> {
         let mut url = start;
         for _hop in 0..=MAX_REDIRECTS {
-            let (domain, addrs) = self.vet(&url).await?;
+            let (domain, addrs) = vet_url(&self.policy, &url, "urlDownload").await?;
             let mut builder = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
@@ -345,6 +288,62 @@ impl InputProvider for UrlDownloadProvider {
     }
 }
 
+/// Whether `policy` lets us contact `addr`; `Err` says why not.
+fn permits(policy: &UrlPolicy, addr: SocketAddr) -> Result<(), String> {
+    if policy.allow_addrs.contains(&addr) {
+        return Ok(());
+    }
+    match classify(addr.ip()) {
+        AddrClass::Public => Ok(()),
+        AddrClass::Loopback if policy.allow_loopback => Ok(()),
+        AddrClass::Private if policy.allow_private => Ok(()),
+        AddrClass::Loopback => Err(format!("{} is a loopback address", addr.ip())),
+        AddrClass::Private => Err(format!("{} is a private address", addr.ip())),
+        AddrClass::Forbidden(what) => Err(format!("{} is {what}", addr.ip())),
+    }
+}
+
+/// Checks a URL's scheme and host against `policy` and returns the vetted addresses to connect
+/// to (and the domain to pin them for, when the host is a name). `who` prefixes messages.
+/// Refusals are `InvalidSpec`; a name that does not resolve is `InputUnavailable`.
+pub(crate) async fn vet_url(
+    policy: &UrlPolicy,
+    url: &Url,
+    who: &str,
+) -> Result<(Option<String>, Vec<SocketAddr>), ExecFailure> {
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(spec_error(format!(
+            "{who}: scheme {:?} is not allowed (http and https only)",
+            url.scheme()
+        )));
+    }
+    let port =
+        url.port_or_known_default().ok_or_else(|| spec_error(format!("{who}: {url} has no port")))?;
+    let (domain, addrs) = match url.host() {
+        Some(Host::Ipv4(ip)) => (None, vec![SocketAddr::new(IpAddr::V4(ip), port)]),
+        Some(Host::Ipv6(ip)) => (None, vec![SocketAddr::new(IpAddr::V6(ip), port)]),
+        Some(Host::Domain(name)) => {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|e| unavailable(format!("{who}: cannot resolve {name:?}: {e}")))?
+                .collect();
+            if addrs.is_empty() {
+                return Err(unavailable(format!("{who}: {name:?} has no address")));
+            }
+            (Some(name.to_string()), addrs)
+        }
+        None => return Err(spec_error(format!("{who}: {url} has no host"))),
+    };
+    // Every answer must pass: a name resolving to one public and one internal address would
+    // otherwise let the client pick the internal one.
+    for addr in &addrs {
+        if let Err(why) = permits(policy, *addr) {
+            return Err(spec_error(format!("{who}: {} refused by policy: {why}", redact(url))));
+        }
+    }
+    Ok((domain, addrs))
+}
+
 /// The file name for a URL: its path's last segment if usable, else `file`. The segment stays
 /// percent-encoded, so it can hold neither `/` nor NUL.
 fn file_name(url: &Url) -> PathBuf {
@@ -357,7 +356,7 @@ fn file_name(url: &Url) -> PathBuf {
 }
 
 /// The URL without credentials or query, for messages (queries often carry signed tokens).
-fn redact(url: &Url) -> String {
+pub(crate) fn redact(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
