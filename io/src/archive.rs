@@ -236,7 +236,10 @@ pub fn safe_unpack_tar_gz<R: Read>(
                 // Refuse early on the declared size, and again on the bytes really read
                 // (the header can lie; RUSTSEC-2026-0068).
                 if entry.header().size().map_err(UnpackError::Malformed)? > remaining {
-                    return Err(UnpackError::TooLarge { entry: name, limit: limits.max_total_bytes });
+                    return Err(UnpackError::TooLarge {
+                        entry: name,
+                        limit: limits.max_total_bytes,
+                    });
                 }
                 if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
                     root.create_dir_all(parent).map_err(write_err)?;
@@ -256,7 +259,10 @@ pub fn safe_unpack_tar_gz<R: Read>(
                     }
                 })?;
                 if written > remaining {
-                    return Err(UnpackError::TooLarge { entry: name, limit: limits.max_total_bytes });
+                    return Err(UnpackError::TooLarge {
+                        entry: name,
+                        limit: limits.max_total_bytes,
+                    });
                 }
                 stats.bytes += written;
                 set_mode(&file, entry.header().mode().unwrap_or(0o644)).map_err(write_err)?;

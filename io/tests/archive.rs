@@ -1,6 +1,7 @@
 //! `gadus_io::archive`: deterministic packing round-trips, and hostile archives (built here
 //! byte by byte with raw tar headers, the way an attacker would) are refused without a byte
 //! landing outside the destination.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -141,10 +142,7 @@ fn zip_slip_parent_path_is_refused() {
         ("../evil", EntryType::Regular, b"pwned", None),
     ]);
     let err = sb.unpack(&ar, &UnpackLimits::default()).unwrap_err();
-    assert!(
-        matches!(&err, UnpackError::ParentComponent { entry } if entry == "../evil"),
-        "{err}"
-    );
+    assert!(matches!(&err, UnpackError::ParentComponent { entry } if entry == "../evil"), "{err}");
     assert!(sb.outside().is_empty(), "{:?}", sb.outside());
     // Nested traversal too.
     let ar = hostile(&[("a/../../evil2", EntryType::Regular, b"pwned", None)]);
@@ -203,10 +201,7 @@ fn chained_symlinks_cannot_lead_out() {
         ("d/l/l2/escaped", EntryType::Regular, b"pwned", None),
     ]);
     let err = sb.unpack(&ar, &UnpackLimits::default()).unwrap_err();
-    assert!(
-        matches!(&err, UnpackError::Write { .. } | UnpackError::EscapingLink { .. }),
-        "{err}"
-    );
+    assert!(matches!(&err, UnpackError::Write { .. } | UnpackError::EscapingLink { .. }), "{err}");
     assert!(sb.outside().is_empty(), "{:?}", sb.outside());
 }
 

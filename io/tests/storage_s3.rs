@@ -1,5 +1,6 @@
 //! The `s3` input source and publisher against a real S3 server: `s3s-fs` (an S3 API over a
 //! folder, with SigV4 auth) started on loopback by each test.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,11 @@ impl Server {
 
     async fn get(&self, key: &str) -> Vec<u8> {
         self.client().get(&ObjectPath::from(key)).await.unwrap().bytes().await.unwrap().to_vec()
+    }
+
+    async fn etag(&self, key: &str) -> String {
+        let meta = self.client().head(&ObjectPath::from(key)).await.unwrap();
+        meta.e_tag.unwrap().trim_matches('"').to_string()
     }
 
     async fn keys(&self) -> Vec<String> {
@@ -238,14 +244,18 @@ async fn input_limits_are_enforced() {
     server.put("big/two", &[2u8; 4096]).await;
     let provider = S3InputProvider::new(S3Config { max_input_bytes: 6000, ..config() });
     let work = tempfile::tempdir().unwrap();
-    let err =
-        provider.prepare(&source(&server, "big/"), "/in", work.path(), &NoProgress).await.unwrap_err();
+    let err = provider
+        .prepare(&source(&server, "big/"), "/in", work.path(), &NoProgress)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, FailureKind::InputUnavailable);
     assert!(err.message.contains("limit"), "{}", err.message);
 
     let provider = S3InputProvider::new(S3Config { max_input_objects: 1, ..config() });
-    let err =
-        provider.prepare(&source(&server, "big/"), "/in", work.path(), &NoProgress).await.unwrap_err();
+    let err = provider
+        .prepare(&source(&server, "big/"), "/in", work.path(), &NoProgress)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, FailureKind::InputUnavailable);
 }
 
@@ -254,9 +264,11 @@ async fn spec_endpoint_is_vetted_and_bad_params_refused() {
     let server = Server::start().await;
     server.put("x", b"x").await;
     // Default policy: a loopback Endpoint from a job spec is refused before any request.
-    let provider = S3InputProvider::new(S3Config { endpoint_policy: UrlPolicy::default(), ..config() });
+    let provider =
+        S3InputProvider::new(S3Config { endpoint_policy: UrlPolicy::default(), ..config() });
     let work = tempfile::tempdir().unwrap();
-    let err = provider.prepare(&source(&server, "x"), "/in", work.path(), &NoProgress).await.unwrap_err();
+    let err =
+        provider.prepare(&source(&server, "x"), "/in", work.path(), &NoProgress).await.unwrap_err();
     assert_eq!(err.kind, FailureKind::InvalidSpec);
     assert!(err.message.contains("refused by policy"), "{}", err.message);
 
@@ -333,6 +345,8 @@ async fn publish_plain_uploads_each_file_under_the_prefix() {
         "symlinks are not followed"
     );
     assert_eq!(server.get("plain/e-2/outputs/report.csv").await, b"a,b\n1,2\n");
+    // Small files go up in one PUT (a plain MD5 ETag, no part count).
+    assert!(!server.etag("plain/e-2/outputs/report.csv").await.contains('-'));
 
     // And back through the input provider as a prefix.
     let work = tempfile::tempdir().unwrap();
@@ -386,6 +400,8 @@ async fn multipart_upload_of_a_large_file() {
         .with_param("Endpoint", server.endpoint());
     S3Publisher::new(config()).publish(&spec, &job(), "e-4", "n", &dir).await.unwrap();
     assert_eq!(server.get("mp/outputs/big.bin").await, big);
+    // A multipart object's ETag is `<md5 of part md5s>-<part count>`: 12 MiB in 8 MiB parts.
+    assert_eq!(server.etag("mp/outputs/big.bin").await.rsplit('-').next(), Some("2"));
 
     // gzip: the (incompressible) archive is above the threshold too.
     let spec = SpecConfig::new("s3")
@@ -396,6 +412,7 @@ async fn multipart_upload_of_a_large_file() {
         S3Publisher::new(config()).publish(&spec, &job(), "e-5", "n", &dir).await.unwrap();
     let archive = server.get("mp.tar.gz").await;
     assert!(archive.len() as u64 > MULTIPART_THRESHOLD);
+    assert!(server.etag("mp.tar.gz").await.ends_with("-2"));
     let out = tempfile::tempdir().unwrap();
     safe_unpack_tar_gz(&archive[..], out.path(), &UnpackLimits::default()).unwrap();
     assert_eq!(std::fs::read(out.path().join("outputs/big.bin")).unwrap(), big);

@@ -1,6 +1,7 @@
 //! `urlDownload` against a real HTTP server on loopback: downloads, limits, and the SSRF guard.
 //! Every refused case runs with a canary listener at the address the URL really names; the
 //! canary must never see a connection.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,10 +59,7 @@ async fn test_server(canary_port: u16) -> SocketAddr {
     let router = Router::new()
         .route("/data/hello.txt", get(|| async { HELLO }))
         .route("/big", get(|| async { vec![b'x'; 2 * 1024 * 1024] }))
-        .route(
-            "/redirect-same",
-            get(|| async { redirect("/data/hello.txt".to_string()) }),
-        )
+        .route("/redirect-same", get(|| async { redirect("/data/hello.txt".to_string()) }))
         .route(
             "/redirect-canary",
             get(move || async move { redirect(format!("http://127.0.0.1:{canary_port}/x")) }),
@@ -111,7 +109,12 @@ async fn downloads_a_file_read_only_with_progress() {
     assert_eq!(provider.source_type(), "urldownload");
     let progress = Recorder::default();
     let input = provider
-        .prepare(&spec(&format!("http://{server}/data/hello.txt")), "/inputs", work.path(), &progress)
+        .prepare(
+            &spec(&format!("http://{server}/data/hello.txt")),
+            "/inputs",
+            work.path(),
+            &progress,
+        )
         .await
         .unwrap();
     assert_eq!(input.target, "/inputs");
@@ -275,10 +278,8 @@ async fn redirects_are_rechecked_at_every_hop() {
     let canary = Canary::bind("127.0.0.1:0").await.unwrap();
     let server = test_server(canary.port()).await;
     // Loopback is refused; only the first server's exact address is let through.
-    let provider = UrlDownloadProvider::new(UrlPolicy {
-        allow_addrs: vec![server],
-        ..UrlPolicy::default()
-    });
+    let provider =
+        UrlDownloadProvider::new(UrlPolicy { allow_addrs: vec![server], ..UrlPolicy::default() });
     let work = tempfile::tempdir().unwrap();
 
     // The exception works for the allowed server itself.

@@ -199,9 +199,7 @@ impl Connector {
                 builder = builder.with_token(token);
             }
         }
-        builder
-            .build()
-            .map_err(|e| spec_error(format!("{who}: cannot configure S3 client: {e}")))
+        builder.build().map_err(|e| spec_error(format!("{who}: cannot configure S3 client: {e}")))
     }
 }
 
@@ -271,7 +269,11 @@ impl S3InputProvider {
         }
         let mut budget = config.max_input_bytes;
         for (i, (location, rel)) in planned.iter().enumerate() {
-            progress.report(&format!("downloading s3 object {location} ({}/{})", i + 1, planned.len()));
+            progress.report(&format!(
+                "downloading s3 object {location} ({}/{})",
+                i + 1,
+                planned.len()
+            ));
             let dest = work_dir.join(rel);
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(|e| {
@@ -530,8 +532,9 @@ impl Publisher for S3Publisher {
 }
 
 fn object_path(key: &str) -> Result<ObjectPath, ExecFailure> {
-    ObjectPath::parse(key.trim_end_matches('/'))
-        .map_err(|e| spec_error(format!("s3 publisher: Key {key:?} is not a valid object path: {e}")))
+    ObjectPath::parse(key.trim_end_matches('/')).map_err(|e| {
+        spec_error(format!("s3 publisher: Key {key:?} is not a valid object path: {e}"))
+    })
 }
 
 /// Regular files under `root`, relative, sorted. Symlinks are skipped, never followed: a task
@@ -565,12 +568,11 @@ async fn upload_file(
     location: &ObjectPath,
     path: &Path,
 ) -> Result<(), ExecFailure> {
-    let io_err = |e: std::io::Error| internal(format!("s3 publisher: reading {}: {e}", path.display()));
-    let put_err = |e: object_store::Error| {
-        ExecFailure {
-            kind: FailureKind::PublishFailed,
-            message: format!("s3 publisher: uploading {location} failed: {e}"),
-        }
+    let io_err =
+        |e: std::io::Error| internal(format!("s3 publisher: reading {}: {e}", path.display()));
+    let put_err = |e: object_store::Error| ExecFailure {
+        kind: FailureKind::PublishFailed,
+        message: format!("s3 publisher: uploading {location} failed: {e}"),
     };
     let mut file = tokio::fs::File::open(path).await.map_err(io_err)?;
     let size = file.metadata().await.map_err(io_err)?.len();

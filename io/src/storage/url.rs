@@ -187,9 +187,10 @@ impl UrlDownloadProvider {
                 .build()
                 .map_err(|e| internal(format!("urlDownload: cannot build HTTP client: {e}")))?;
             let shown = redact(&url);
-            let mut resp = client.get(url.clone()).send().await.map_err(|e| {
-                unavailable(format!("urlDownload: request to {shown} failed: {e}"))
-            })?;
+            let mut resp =
+                client.get(url.clone()).send().await.map_err(|e| {
+                    unavailable(format!("urlDownload: request to {shown} failed: {e}"))
+                })?;
             let status = resp.status();
             if status.is_redirection() {
                 let location = resp
@@ -197,7 +198,9 @@ impl UrlDownloadProvider {
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| {
-                        unavailable(format!("urlDownload: {shown} answered {status} without Location"))
+                        unavailable(format!(
+                            "urlDownload: {shown} answered {status} without Location"
+                        ))
                     })?;
                 let next = url.join(location).map_err(|e| {
                     unavailable(format!("urlDownload: {shown} redirected to a bad URL: {e}"))
@@ -224,9 +227,11 @@ impl UrlDownloadProvider {
             progress.report(&format!("downloading {shown}{}", of_total(0, total)));
             let mut got: u64 = 0;
             let mut last_report = Instant::now();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| {
-                unavailable(format!("urlDownload: reading {shown} failed: {e}"))
-            })? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| unavailable(format!("urlDownload: reading {shown} failed: {e}")))?
+            {
                 got += chunk.len() as u64;
                 if got > max {
                     return Err(unavailable(format!(
@@ -317,8 +322,9 @@ pub(crate) async fn vet_url(
             url.scheme()
         )));
     }
-    let port =
-        url.port_or_known_default().ok_or_else(|| spec_error(format!("{who}: {url} has no port")))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| spec_error(format!("{who}: {url} has no port")))?;
     let (domain, addrs) = match url.host() {
         Some(Host::Ipv4(ip)) => (None, vec![SocketAddr::new(IpAddr::V4(ip), port)]),
         Some(Host::Ipv6(ip)) => (None, vec![SocketAddr::new(IpAddr::V6(ip), port)]),
