@@ -365,12 +365,12 @@ async fn placeholders_are_substituted() {
     let (_tmp, dir) = results();
     let spec = SpecConfig::new("s3")
         .with_param("bucket", BUCKET)
-        .with_param("key", "{nodeID}/{jobID}/{executionID}/{date}-{time}.tgz")
+        .with_param("key", "{nodeID}/{jobID}/{executionID}/{date}-{time}")
         .with_param("endpoint", server.endpoint());
     let published =
         S3Publisher::new(config()).publish(&spec, &job(), "e-3", "node-7", &dir).await.unwrap();
     let key = published.param_str("Key").unwrap().to_string();
-    let re = regex::Regex::new(r"^node-7/j-s3-test/e-3/(\d{8})-(\d{6})\.tgz$").unwrap();
+    let re = regex::Regex::new(r"^node-7/j-s3-test/e-3/(\d{8})-(\d{6})\.tar\.gz$").unwrap();
     let caps = re.captures(&key).unwrap_or_else(|| panic!("unexpected key {key}"));
     let today = time::OffsetDateTime::now_utc();
     assert!(caps[1].starts_with(&format!("{:04}", today.year())));

@@ -59,6 +59,15 @@ async fn test_server(canary_port: u16) -> SocketAddr {
     let router = Router::new()
         .route("/data/hello.txt", get(|| async { HELLO }))
         .route("/big", get(|| async { vec![b'x'; 2 * 1024 * 1024] }))
+        // No Content-Length: the cap must hold while streaming.
+        .route(
+            "/big-chunked",
+            get(|| async {
+                let chunks = (0..32)
+                    .map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 64 * 1024])));
+                axum::body::Body::from_stream(futures::stream::iter(chunks))
+            }),
+        )
         .route("/redirect-same", get(|| async { redirect("/data/hello.txt".to_string()) }))
         .route(
             "/redirect-canary",
@@ -169,6 +178,14 @@ async fn size_cap_exceeded_fails_and_leaves_nothing() {
     assert_eq!(err.kind, FailureKind::InputUnavailable);
     assert!(err.message.contains("limit"), "{}", err.message);
     assert!(!work.path().join("big").exists());
+
+    let err = provider
+        .prepare(&spec(&format!("http://{server}/big-chunked")), "/in", work.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::InputUnavailable);
+    assert!(err.message.contains("sent more than"), "{}", err.message);
+    assert!(!work.path().join("big-chunked").exists(), "the partial file is removed");
 }
 
 #[tokio::test]

@@ -11,8 +11,9 @@
 //! **Publisher** ([`S3Publisher`], params `Bucket`, `Key`, `Endpoint`, `Region`, `Encoding`):
 //! `Key` may hold `{jobID}`, `{executionID}`, `{nodeID}`, `{date}` (UTC `YYYYMMDD`) and
 //! `{time}` (UTC `HHMMSS`). Encoding `gzip` (the default) uploads the results folder as one
-//! deterministic tar.gz ([`crate::archive::pack_tar_gz`]) at `Key`; `plain` uploads each file
-//! under `Key` as a prefix. Symlinks in the results are never followed (they could point at
+//! deterministic tar.gz ([`crate::archive::pack_tar_gz`]) at `Key` (with `.tar.gz` appended
+//! if missing, as Bacalhau does); `plain` uploads each file under `Key` as a prefix (a `/` is
+//! appended if missing). Symlinks in the results are never followed (they could point at
 //! host files). Files above [`MULTIPART_THRESHOLD`] go up as multipart uploads. The published
 //! result is `{Type: s3, Params: {Bucket, Key, Region, Endpoint}}`.
 //!
@@ -488,6 +489,8 @@ impl Publisher for S3Publisher {
         let store = self.connector.store(spec, &t, "s3 publisher").await?;
         let published_key = match encoding {
             Encoding::Gzip => {
+                // As Bacalhau does: an archive key always ends in `.tar.gz`.
+                let key = if key.ends_with(".tar.gz") { key } else { format!("{key}.tar.gz") };
                 let location = object_path(&key)?;
                 let archive = tempfile::NamedTempFile::new()
                     .map_err(|e| internal(format!("s3 publisher: temporary file: {e}")))?;
