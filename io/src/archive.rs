@@ -14,7 +14,8 @@
 //! `unpack` has had traversal advisories: RUSTSEC-2018-0002, -2021-0080, -2026-0067). Entries
 //! are iterated one by one and refused — with an [`UnpackError`] naming the entry — if their
 //! path is absolute or has a `..` component, if they are hard links, device nodes or FIFOs, if
-//! they are symlinks whose target is absolute or leaves the destination, or once the archive
+//! they are symlinks that could resolve outside the destination (absolute targets, climbing
+//! out, chains through other links; see `link_stays_inside`), or once the archive
 //! exceeds [`UnpackLimits`] (entry count, total uncompressed bytes, counted as the bytes are
 //! written so a lying size header does not help). Every write goes through a `cap-std`
 //! directory handle on the destination, which refuses to resolve any path outside it, so even
@@ -273,7 +274,7 @@ pub fn safe_unpack_tar_gz<R: Read>(
                     .map_err(UnpackError::Malformed)?
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
-                if !link_stays_inside(&rel, &target) {
+                if !link_stays_inside(&root, &rel, &target) {
                     return Err(UnpackError::EscapingLink {
                         entry: name,
                         target: target.to_string_lossy().into_owned(),
@@ -313,25 +314,37 @@ fn checked_relative(path: &Path, name: &str) -> Result<PathBuf, UnpackError> {
     Ok(rel)
 }
 
-/// Whether a symlink at `link` (relative to the root) with `target` resolves inside the root,
-/// judged lexically. Chains of links are caught later by the sandboxed directory handle.
-fn link_stays_inside(link: &Path, target: &Path) -> bool {
+/// Whether a symlink at `link` (relative to the root) with `target` provably resolves inside
+/// the root. Lexical checks alone are fooled by chains (`d/l -> ..`, then `x -> d/l/..` looks
+/// like the root but is its parent), so the rule is stricter and inductive:
+///
+/// * the link's parent folders are real directories, not symlinks, so its real depth is its
+///   lexical depth;
+/// * the target is relative, made of leading `..` (no more than that depth) followed only by
+///   names: once it descends, it never climbs back, so symlinks it passes through (each itself
+///   checked by this rule) can only lead deeper inside.
+fn link_stays_inside(root: &Dir, link: &Path, target: &Path) -> bool {
     if target.as_os_str().is_empty() {
         return false;
     }
-    // Depth of the directory holding the link, then walk the target from there.
-    let mut depth: i64 = link.components().count() as i64 - 1;
+    let Some(parent) = link.parent() else { return false };
+    let mut prefix = PathBuf::new();
+    for part in parent.components() {
+        prefix.push(part);
+        match root.symlink_metadata(&prefix) {
+            Ok(meta) if meta.file_type().is_symlink() => return false,
+            // Missing folders are created as real directories before the link.
+            _ => {}
+        }
+    }
+    let mut ups_allowed = parent.components().count();
+    let mut descended = false;
     for c in target.components() {
         match c {
-            Component::Normal(_) => depth += 1,
+            Component::ParentDir if !descended && ups_allowed > 0 => ups_allowed -= 1,
+            Component::Normal(_) => descended = true,
             Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
         }
     }
     true

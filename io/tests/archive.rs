@@ -206,6 +206,35 @@ fn chained_symlinks_cannot_lead_out() {
 }
 
 #[test]
+fn escaping_links_are_refused_even_without_a_file_through_them() {
+    // `d/l -> ..` is the root (allowed), but `x -> d/l/..` climbs out through it: no link that
+    // could lead outside may remain in the destination.
+    let sb = Sandbox::new();
+    let ar = hostile(&[
+        ("d/", EntryType::Directory, b"", None),
+        ("d/l", EntryType::Symlink, b"", Some("..")),
+        ("x", EntryType::Symlink, b"", Some("d/l/..")),
+    ]);
+    let err = sb.unpack(&ar, &UnpackLimits::default()).unwrap_err();
+    assert!(matches!(&err, UnpackError::EscapingLink { entry, .. } if entry == "x"), "{err}");
+    assert!(std::fs::symlink_metadata(sb.dest().join("x")).is_err());
+
+    // Links inside the tree that only descend (after climbing no higher than their folder)
+    // are fine.
+    let sb = Sandbox::new();
+    let ar = hostile(&[
+        ("a/b/f.txt", EntryType::Regular, b"data", None),
+        ("a/c/up", EntryType::Symlink, b"", Some("../b/f.txt")),
+        ("top", EntryType::Symlink, b"", Some("a/b")),
+        ("top/g.txt", EntryType::Regular, b"via link", None),
+    ]);
+    sb.unpack(&ar, &UnpackLimits::default()).unwrap();
+    assert_eq!(std::fs::read(sb.dest().join("a/c/up")).unwrap(), b"data");
+    assert_eq!(std::fs::read(sb.dest().join("a/b/g.txt")).unwrap(), b"via link");
+    assert!(sb.outside().is_empty());
+}
+
+#[test]
 fn hard_links_and_special_files_are_refused() {
     let sb = Sandbox::new();
     let ar = hostile(&[("passwd", EntryType::Link, b"", Some("/etc/passwd"))]);
