@@ -225,6 +225,15 @@ async fn prefix_input_with_filter_keeps_relative_paths() {
     let names: Vec<String> = files_under(&input.host_path).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["2024/a.log", "2024/c.txt", "2024/sub/b.log", "2025/d.log"]);
 
+    // A folder named without its trailing `/`.
+    let work = tempfile::tempdir().unwrap();
+    let input = provider
+        .prepare(&source(&server, "logs/2025"), "/logs", work.path(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(input.host_path, work.path());
+    assert_eq!(files_under(work.path()), vec![("d.log".into(), b"d".to_vec())]);
+
     // Nothing matches: unavailable.
     let work = tempfile::tempdir().unwrap();
     let spec = source(&server, "logs/").with_param("Filter", "nomatch");

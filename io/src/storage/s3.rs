@@ -4,7 +4,8 @@
 //! `Endpoint`; `VersionID` is accepted and ignored): a `Key` ending in `/` or `*`, or an empty
 //! one, names a prefix and every object under it (optionally only keys matching the `Filter`
 //! regex) is downloaded into the input's folder, keeping the key's path below the prefix's last
-//! `/`; any other `Key` names one object, downloaded to a file named after its last segment.
+//! `/`; any other `Key` names the folder `Key/` if objects exist under it, else one object,
+//! downloaded to a file named after its last segment.
 //! Bucket contents are untrusted: a key whose relative path is absolute or contains `..` is
 //! refused before anything is written, and the object count and total bytes are capped.
 //!
@@ -313,16 +314,26 @@ impl InputProvider for S3InputProvider {
             None => None,
         };
         let store = self.connector.store(source, &t, "s3").await?;
+        let as_folder = PreparedInput {
+            target: target.to_string(),
+            host_path: work_dir.to_path_buf(),
+            writable: false,
+        };
         if key.is_empty() || key.ends_with('/') || key.ends_with('*') {
             self.download_prefix(&store, &key, filter.as_ref(), work_dir, progress).await?;
-            return Ok(PreparedInput {
-                target: target.to_string(),
-                host_path: work_dir.to_path_buf(),
-                writable: false,
-            });
+            return Ok(as_folder);
         }
         let location = ObjectPath::parse(&key)
             .map_err(|e| spec_error(format!("s3: Key {key:?} is not a valid object path: {e}")))?;
+        // Users often name a folder without its trailing `/`: if anything lives under `Key/`,
+        // that is what they meant. (Listing rather than a HEAD on the key: some S3-compatible
+        // servers answer a HEAD on a folder-like key with an error instead of 404.) A listing
+        // the credentials may not do falls through to the plain GET.
+        if let Some(Ok(_)) = store.list(Some(&location)).next().await {
+            let folder = format!("{key}/");
+            self.download_prefix(&store, &folder, filter.as_ref(), work_dir, progress).await?;
+            return Ok(as_folder);
+        }
         let name = location.filename().unwrap_or("file");
         let dest = work_dir.join(safe_relative(name).unwrap_or_else(|| PathBuf::from("file")));
         progress.report(&format!("downloading s3://{}/{key}", t.bucket));
