@@ -296,6 +296,19 @@ async fn spec_endpoint_is_vetted_and_bad_params_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, FailureKind::InvalidSpec);
+
+    // Bucket and Region end up in request URLs and host names: only plain names pass.
+    for (param, value) in [
+        ("Bucket", "../other"),
+        ("Bucket", "a/b"),
+        ("Region", "us-east-1.evil.example/"),
+        ("Region", "x?y"),
+    ] {
+        let spec = source(&server, "x").with_param(param, value);
+        let err = provider.prepare(&spec, "/in", work.path(), &NoProgress).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidSpec, "{param}={value}");
+        assert!(err.message.contains(&format!("invalid {param}")), "{}", err.message);
+    }
 }
 
 #[tokio::test]

@@ -154,6 +154,20 @@ impl Connector {
             .filter(|r| !r.is_empty())
             .unwrap_or(&self.config.default_region)
             .to_string();
+        // Both end up in request URLs (the region in AWS's host name): a region like
+        // `x.evil.example/` would send signed requests to another host.
+        let bucket_ok = bucket.len() <= 255
+            && bucket != "."
+            && bucket != ".."
+            && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !bucket_ok {
+            return Err(spec_error(format!("{who}: invalid Bucket {bucket:?}")));
+        }
+        let region_ok =
+            region.len() <= 64 && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !region_ok {
+            return Err(spec_error(format!("{who}: invalid Region {region:?}")));
+        }
         let endpoint = spec
             .param_str("Endpoint")
             .map(str::trim)
