@@ -5,7 +5,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`archive`] | deterministic `.tar.gz` packing of results and guarded unpacking (no escapes, links, devices or bombs) |
+//! | [`archive`] | deterministic tar.gz packing of results; bounded, traversal-safe unpacking |
 //! | [`content`] | embedded IPFS-compatible store: fjall blocks, UnixFS import/export (Kubo CIDs), pins + GC, CAR v1, trustless-gateway client |
 //! | [`executor`] | the [`executor::Executor`] trait and its engines: `noop`, `wasm` (wasmi + WASI), `docker` (bollard) |
 //! | [`transport`] | the [`transport::Transport`] trait the node loop sends through (in-process, libp2p) |

@@ -471,8 +471,21 @@ fn storage_adapters(
     let sources = Arc::new(ipfs::ContentSources::new(cfg.input_sources.gateways.clone()));
     let allowed = local::parse_allow_list(&cfg.compute.allow_listed_local_paths)
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let url_policy = gadus_io::storage::url::UrlPolicy {
+        allow_loopback: cfg.input_sources.allow_loopback,
+        ..Default::default()
+    };
+    // S3 credentials come from the node's environment (AWS_ACCESS_KEY_ID/SECRET), as the AWS
+    // tools do; endpoints named in job specs are vetted like urlDownload URLs.
+    let s3 = gadus_io::storage::s3::S3Config {
+        credentials: gadus_io::storage::s3::S3Credentials::from_env(),
+        endpoint_policy: url_policy.clone(),
+        ..Default::default()
+    };
     let mut inputs: Vec<Arc<dyn InputProvider>> = vec![
         Arc::new(inline::InlineProvider),
+        Arc::new(gadus_io::storage::url::UrlDownloadProvider::new(url_policy)),
+        Arc::new(gadus_io::storage::s3::S3InputProvider::new(s3.clone())),
         Arc::new(ipfs::IpfsProvider::new(content.clone(), sources.clone())),
         Arc::new(local::LocalProvider::new(allowed.clone())),
         Arc::new(local::LocalProvider::legacy(allowed)),
@@ -495,8 +508,11 @@ fn storage_adapters(
         format!("http://{host}:{}", api_addr.port()),
     ));
     let disabled_pub = |t: &str| cfg.publishers.disabled.iter().any(|d| d.eq_ignore_ascii_case(t));
-    let mut publishers: Vec<Arc<dyn Publisher>> =
-        vec![Arc::new(publish::NoopPublisher), Arc::new(ipfs::IpfsPublisher::new(content.clone()))];
+    let mut publishers: Vec<Arc<dyn Publisher>> = vec![
+        Arc::new(publish::NoopPublisher),
+        Arc::new(ipfs::IpfsPublisher::new(content.clone())),
+        Arc::new(gadus_io::storage::s3::S3Publisher::new(s3)),
+    ];
     let local = (!disabled_pub("local")).then_some(local);
     if let Some(l) = &local {
         publishers.push(l.clone());

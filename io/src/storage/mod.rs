@@ -6,6 +6,12 @@
 //! (`SourcePath`, `ReadWrite`); publishers `local`, `ipfs`, `s3` (`Bucket`, `Key` with
 //! `{jobID}`/`{executionID}`/`{nodeID}`/`{date}`/`{time}`, `Endpoint`, `Region`, `Encoding`),
 //! `noop`. Parameter keys match case-insensitively ([`SpecConfig::param`]).
+//!
+//! Implementations here: [`url::UrlDownloadProvider`] (`urlDownload`, behind an SSRF guard),
+//! [`s3::S3InputProvider`] and [`s3::S3Publisher`] (`s3`, any S3-compatible service).
+
+pub mod s3;
+pub mod url;
 
 pub mod inline;
 pub mod ipfs;

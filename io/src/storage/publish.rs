@@ -70,8 +70,11 @@ impl Publisher for LocalPublisher {
             let tmp = path.with_extension("partial");
             let f = std::fs::File::create(&tmp)
                 .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-            crate::archive::pack_tar_gz(&results, std::io::BufWriter::new(f))
+            let w = crate::archive::pack_tar_gz(&results, std::io::BufWriter::new(f))
                 .map_err(|e| format!("packing results: {e}"))?;
+            // Flush and sync explicitly: a BufWriter dropped with an error loses it silently.
+            let f = w.into_inner().map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+            f.sync_data().map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", tmp.display()))
         })
         .await
