@@ -516,3 +516,30 @@ async fn an_unreachable_peer_queue_drops_its_oldest_frames_beyond_the_bound() {
     // Nothing can be delivered; shutdown does not wait for an unreachable peer.
     timeout(Duration::from_secs(1), a.handle.shutdown()).await.expect("prompt shutdown");
 }
+
+/// B keeps its bootstrap peer connected: when A restarts (same key, same port), B re-dials it
+/// and both see each other come up again.
+#[tokio::test]
+async fn a_restarted_bootstrap_peer_is_reconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b) = pair(dir.path()).await;
+    let a_id = a.transport.local_id().to_string();
+    let listen = a.handle.listen_addrs()[0].to_string();
+    let listen = listen.split("/p2p/").next().unwrap().to_string();
+    a.handle.shutdown().await;
+    drop(a);
+    expect(
+        &mut b.inbound,
+        "PeerDown(A) at B",
+        |e| matches!(e, Inbound::PeerDown { node } if *node == a_id),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut a = start(config(dir.path(), "a", &listen, vec![])).await;
+    let b_id = b.transport.local_id().to_string();
+    expect(&mut b.inbound, "PeerUp(A) again at B", |e| peer_up(e, &a_id)).await;
+    expect(&mut a.inbound, "PeerUp(B) at restarted A", |e| peer_up(e, &b_id)).await;
+    a.handle.shutdown().await;
+    b.handle.shutdown().await;
+}

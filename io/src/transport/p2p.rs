@@ -539,6 +539,11 @@ impl P2pTransport {
     pub async fn start(
         cfg: P2pConfig,
     ) -> Result<(Arc<P2pTransport>, mpsc::Receiver<Inbound>, P2pHandle), P2pError> {
+        if cfg.max_connections == 0 || cfg.max_connections_per_peer == 0 || cfg.max_frame == 0 {
+            return Err(P2pError::InvalidConfig(
+                "max_connections, max_connections_per_peer and max_frame must be positive".into(),
+            ));
+        }
         let key = load_or_create_key(&cfg.key_file)?;
         let local_peer = key.public().to_peer_id();
         let max_frame = cfg.max_frame.min(MAX_FRAME_BYTES);
@@ -604,10 +609,7 @@ impl P2pTransport {
         };
         let now = Instant::now();
         for (peer, addrs) in bootstrap {
-            for a in addrs {
-                driver.learn_addr(peer, a);
-            }
-            driver.bootstrap.insert(peer, Backoff::new(now));
+            driver.bootstrap.insert(peer, BootPeer { addrs, backoff: Backoff::new(now) });
         }
         driver.redial_bootstrap();
         let task = tokio::spawn(driver.run());
@@ -765,6 +767,13 @@ impl Backoff {
     }
 }
 
+/// A configured peer: its addresses are kept apart from the learned ones so they are always
+/// tried, however many addresses the peer reports for itself.
+struct BootPeer {
+    addrs: Vec<Multiaddr>,
+    backoff: Backoff,
+}
+
 struct PeerQueue {
     frames: VecDeque<Bytes>,
     in_flight: usize,
@@ -794,7 +803,7 @@ struct Driver {
     /// Our own address book (libp2p drops addresses after one failed dial).
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     dialing: HashSet<PeerId>,
-    bootstrap: HashMap<PeerId, Backoff>,
+    bootstrap: HashMap<PeerId, BootPeer>,
     /// Peers we announced with `PeerUp`.
     up: HashSet<PeerId>,
     last_published: Option<(u64, Instant)>,
@@ -907,7 +916,11 @@ impl Driver {
         if self.swarm.is_connected(&peer) || self.dialing.contains(&peer) {
             return;
         }
-        let addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
+        let mut addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
+        if let Some(b) = self.bootstrap.get(&peer) {
+            addrs
+                .extend(b.addrs.iter().filter(|a| !addrs.contains(a)).cloned().collect::<Vec<_>>());
+        }
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
@@ -928,7 +941,7 @@ impl Driver {
         let now = Instant::now();
         self.dialing.remove(&peer);
         if let Some(b) = self.bootstrap.get_mut(&peer) {
-            b.fail(now);
+            b.backoff.fail(now);
         }
         if let Some(q) = self.queues.get_mut(&peer) {
             q.backoff.fail(now);
@@ -940,14 +953,13 @@ impl Driver {
         let due: Vec<PeerId> = self
             .bootstrap
             .iter()
-            .filter(|(p, b)| b.due(now) && !self.swarm.is_connected(p) && !self.dialing.contains(p))
+            .filter(|(p, b)| {
+                b.backoff.due(now) && !self.swarm.is_connected(p) && !self.dialing.contains(p)
+            })
             .map(|(p, _)| *p)
             .collect();
+        // `dialing` keeps a peer from being dialled twice; a failed dial backs it off.
         for peer in due {
-            if let Some(b) = self.bootstrap.get_mut(&peer) {
-                // Pushed forward now; a failure pushes it further, a success resets it.
-                b.fail(now);
-            }
             self.dial(peer);
         }
     }
@@ -1095,7 +1107,7 @@ impl Driver {
                     self.learn_addr(peer_id, address);
                 }
                 if let Some(b) = self.bootstrap.get_mut(&peer_id) {
-                    b.reset(now);
+                    b.backoff.reset(now);
                 }
                 self.swarm.behaviour_mut().gossipsub.add_explicit_peer(&peer_id);
                 if let Some(q) = self.queues.get_mut(&peer_id) {
