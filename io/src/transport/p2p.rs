@@ -45,8 +45,11 @@
 //! addressee is not connected, the driver dials it with every address it has learned for it
 //! (bootstrap entries, identify's listen addresses, mDNS, addresses that worked before). It
 //! keeps that address book itself because libp2p forgets an address after one failed dial,
-//! which would make a restarted peer unreachable. Delivery is at least once: the core's
-//! handlers are idempotent (fencing numbers), and they tolerate loss anyway.
+//! which would make a restarted peer unreachable. Delivery is at least once and not
+//! necessarily in order (retried frames overtake newer ones, gossip overtakes the queue): the
+//! core's handlers are idempotent (fencing numbers) and tolerate reordering and loss anyway.
+//! A shutdown gives frames queued for connected peers a short grace period, so a `Goodbye`
+//! sent just before it still goes out.
 //!
 //! ## Peers
 //!
@@ -92,6 +95,8 @@ use tokio::time::Instant;
 
 use super::{Inbound, Transport, TransportError};
 
+/// Where `gadus serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/1235";
 /// The point-to-point protocol.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/gadus/proto/1");
 /// The gossipsub topic for NodeInfo and heartbeats.
@@ -125,7 +130,7 @@ const LISTEN_WAIT: Duration = Duration::from_secs(10);
 /// How the transport is set up.
 #[derive(Clone, Debug)]
 pub struct P2pConfig {
-    /// Where to listen, e.g. `/ip4/0.0.0.0/tcp/1235` (empty: dial-only node).
+    /// Where to listen, e.g. [`DEFAULT_LISTEN`] (empty: dial-only node).
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start and keep connected; each ends with `/p2p/<peer id>`.
     pub bootstrap: Vec<Multiaddr>,
