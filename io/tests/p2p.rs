@@ -543,3 +543,23 @@ async fn a_restarted_bootstrap_peer_is_reconnected() {
     a.handle.shutdown().await;
     b.handle.shutdown().await;
 }
+
+/// A `Goodbye` sent right before shutdown still reaches the peer: shutdown flushes the queues
+/// of connected peers first.
+#[tokio::test]
+async fn shutdown_flushes_a_last_goodbye() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b) = pair(dir.path()).await;
+    let goodbye = Message::Goodbye { clock: NodeClock { incarnation: 1, seq: 99 } };
+    a.transport.send(b.transport.local_id(), goodbye.clone()).unwrap();
+    a.handle.shutdown().await;
+    let got =
+        expect(&mut b.inbound, "Goodbye at B", |e| matches!(e, Inbound::Message { .. })).await;
+    assert_eq!(
+        got,
+        Inbound::Message { from: a.transport.local_id().to_string(), message: goodbye }
+    );
+    // Sending after shutdown is refused, not silently queued.
+    assert!(a.transport.send(b.transport.local_id(), ask_for_bid(1)).is_err());
+    b.handle.shutdown().await;
+}
