@@ -411,3 +411,155 @@ async fn gossip_is_relayed_and_delivered_only_to_its_addressee() {
         n.handle.shutdown().await;
     }
 }
+
+/// A raw gossipsub peer publishes garbage, a heartbeat claiming another sender, a bid (not a
+/// broadcast type), and finally a valid heartbeat: only the last reaches A's node loop, with
+/// the signer as `from`.
+#[tokio::test]
+async fn invalid_gossip_is_rejected_and_valid_gossip_delivered() {
+    use libp2p::gossipsub;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = start(config(dir.path(), "a", "/ip4/127.0.0.1/tcp/0", vec![])).await;
+    let a_id = a.transport.local_id().to_string();
+
+    let mut raw = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let cfg = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(100))
+                .build()
+                .unwrap();
+            gossipsub::Behaviour::<
+                gossipsub::IdentityTransform,
+                gossipsub::AllowAllSubscriptionFilter,
+            >::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
+            .unwrap()
+        })
+        .unwrap()
+        .build();
+    let topic = gossipsub::IdentTopic::new(gadus_io::transport::p2p::NODES_TOPIC);
+    raw.behaviour_mut().subscribe(&topic).unwrap();
+    raw.dial(a.handle.listen_addrs()[0].clone()).unwrap();
+    let raw_id = raw.local_peer_id().to_base58();
+
+    let frame = |from: &str, message: Message| {
+        encode_frame(&Envelope {
+            version: PROTOCOL_VERSION,
+            from: from.into(),
+            to: a_id.clone(),
+            message,
+        })
+        .unwrap()
+    };
+    let mut payloads = vec![
+        vec![0, 0, 0, 3, 0xfd, 0xfd, 0xfd],
+        frame("somebody-else", heartbeat(1)),
+        frame(&raw_id, ask_for_bid(1)),
+        frame(&raw_id, heartbeat(2)),
+    ]
+    .into_iter();
+
+    // Publish each payload once A's subscription is known, driving the raw swarm meanwhile.
+    let got = timeout(WAIT, async {
+        let mut next = payloads.next();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = raw.select_next_some() => {}
+                _ = tick.tick() => {
+                    if let Some(p) = next.clone() {
+                        match raw.behaviour_mut().publish(topic.clone(), p) {
+                            Ok(_) => next = payloads.next(),
+                            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                            Err(e) => panic!("publish: {e}"),
+                        }
+                    }
+                }
+                ev = a.inbound.recv() => match ev {
+                    Some(ev @ Inbound::Message { .. }) => return ev,
+                    Some(_) => {}
+                    None => panic!("A's inbound closed"),
+                },
+            }
+        }
+    })
+    .await
+    .expect("the valid heartbeat arrives");
+    assert_eq!(got, Inbound::Message { from: raw_id, message: heartbeat(2) });
+    a.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_peer_queue_drops_its_oldest_frames_beyond_the_bound() {
+    use gadus_io::transport::p2p::MAX_QUEUED_PER_PEER;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), "a", "/ip4/127.0.0.1/tcp/0", vec![])).await;
+    let nowhere = libp2p::PeerId::random().to_base58();
+    for i in 0..MAX_QUEUED_PER_PEER + 5 {
+        a.transport.send(&nowhere, ask_for_bid(i as u64)).unwrap();
+    }
+    timeout(WAIT, async {
+        while a.handle.dropped() < 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("five frames dropped");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.handle.dropped(), 5);
+    // Nothing can be delivered; shutdown does not wait for an unreachable peer.
+    timeout(Duration::from_secs(1), a.handle.shutdown()).await.expect("prompt shutdown");
+}
+
+/// B keeps its bootstrap peer connected: when A restarts (same key, same port), B re-dials it
+/// and both see each other come up again.
+#[tokio::test]
+async fn a_restarted_bootstrap_peer_is_reconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b) = pair(dir.path()).await;
+    let a_id = a.transport.local_id().to_string();
+    let listen = a.handle.listen_addrs()[0].to_string();
+    let listen = listen.split("/p2p/").next().unwrap().to_string();
+    a.handle.shutdown().await;
+    drop(a);
+    expect(
+        &mut b.inbound,
+        "PeerDown(A) at B",
+        |e| matches!(e, Inbound::PeerDown { node } if *node == a_id),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut a = start(config(dir.path(), "a", &listen, vec![])).await;
+    let b_id = b.transport.local_id().to_string();
+    expect(&mut b.inbound, "PeerUp(A) again at B", |e| peer_up(e, &a_id)).await;
+    expect(&mut a.inbound, "PeerUp(B) at restarted A", |e| peer_up(e, &b_id)).await;
+    a.handle.shutdown().await;
+    b.handle.shutdown().await;
+}
+
+/// A `Goodbye` sent right before shutdown still reaches the peer: shutdown flushes the queues
+/// of connected peers first.
+#[tokio::test]
+async fn shutdown_flushes_a_last_goodbye() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b) = pair(dir.path()).await;
+    let goodbye = Message::Goodbye { clock: NodeClock { incarnation: 1, seq: 99 } };
+    a.transport.send(b.transport.local_id(), goodbye.clone()).unwrap();
+    a.handle.shutdown().await;
+    let got =
+        expect(&mut b.inbound, "Goodbye at B", |e| matches!(e, Inbound::Message { .. })).await;
+    assert_eq!(
+        got,
+        Inbound::Message { from: a.transport.local_id().to_string(), message: goodbye }
+    );
+    // Sending after shutdown is refused, not silently queued.
+    assert!(a.transport.send(b.transport.local_id(), ask_for_bid(1)).is_err());
+    b.handle.shutdown().await;
+}

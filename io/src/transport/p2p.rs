@@ -45,8 +45,11 @@
 //! addressee is not connected, the driver dials it with every address it has learned for it
 //! (bootstrap entries, identify's listen addresses, mDNS, addresses that worked before). It
 //! keeps that address book itself because libp2p forgets an address after one failed dial,
-//! which would make a restarted peer unreachable. Delivery is at least once: the core's
-//! handlers are idempotent (fencing numbers), and they tolerate loss anyway.
+//! which would make a restarted peer unreachable. Delivery is at least once and not
+//! necessarily in order (retried frames overtake newer ones, gossip overtakes the queue): the
+//! core's handlers are idempotent (fencing numbers) and tolerate reordering and loss anyway.
+//! A shutdown gives frames queued for connected peers a short grace period, so a `Goodbye`
+//! sent just before it still goes out.
 //!
 //! ## Peers
 //!
@@ -92,6 +95,8 @@ use tokio::time::Instant;
 
 use super::{Inbound, Transport, TransportError};
 
+/// Where `gadus serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/1235";
 /// The point-to-point protocol.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/gadus/proto/1");
 /// The gossipsub topic for NodeInfo and heartbeats.
@@ -125,7 +130,7 @@ const LISTEN_WAIT: Duration = Duration::from_secs(10);
 /// How the transport is set up.
 #[derive(Clone, Debug)]
 pub struct P2pConfig {
-    /// Where to listen, e.g. `/ip4/0.0.0.0/tcp/1235` (empty: dial-only node).
+    /// Where to listen, e.g. [`DEFAULT_LISTEN`] (empty: dial-only node).
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start and keep connected; each ends with `/p2p/<peer id>`.
     pub bootstrap: Vec<Multiaddr>,
@@ -539,6 +544,11 @@ impl P2pTransport {
     pub async fn start(
         cfg: P2pConfig,
     ) -> Result<(Arc<P2pTransport>, mpsc::Receiver<Inbound>, P2pHandle), P2pError> {
+        if cfg.max_connections == 0 || cfg.max_connections_per_peer == 0 || cfg.max_frame == 0 {
+            return Err(P2pError::InvalidConfig(
+                "max_connections, max_connections_per_peer and max_frame must be positive".into(),
+            ));
+        }
         let key = load_or_create_key(&cfg.key_file)?;
         let local_peer = key.public().to_peer_id();
         let max_frame = cfg.max_frame.min(MAX_FRAME_BYTES);
@@ -604,10 +614,7 @@ impl P2pTransport {
         };
         let now = Instant::now();
         for (peer, addrs) in bootstrap {
-            for a in addrs {
-                driver.learn_addr(peer, a);
-            }
-            driver.bootstrap.insert(peer, Backoff::new(now));
+            driver.bootstrap.insert(peer, BootPeer { addrs, backoff: Backoff::new(now) });
         }
         driver.redial_bootstrap();
         let task = tokio::spawn(driver.run());
@@ -765,6 +772,13 @@ impl Backoff {
     }
 }
 
+/// A configured peer: its addresses are kept apart from the learned ones so they are always
+/// tried, however many addresses the peer reports for itself.
+struct BootPeer {
+    addrs: Vec<Multiaddr>,
+    backoff: Backoff,
+}
+
 struct PeerQueue {
     frames: VecDeque<Bytes>,
     in_flight: usize,
@@ -794,7 +808,7 @@ struct Driver {
     /// Our own address book (libp2p drops addresses after one failed dial).
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     dialing: HashSet<PeerId>,
-    bootstrap: HashMap<PeerId, Backoff>,
+    bootstrap: HashMap<PeerId, BootPeer>,
     /// Peers we announced with `PeerUp`.
     up: HashSet<PeerId>,
     last_published: Option<(u64, Instant)>,
@@ -907,7 +921,11 @@ impl Driver {
         if self.swarm.is_connected(&peer) || self.dialing.contains(&peer) {
             return;
         }
-        let addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
+        let mut addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
+        if let Some(b) = self.bootstrap.get(&peer) {
+            addrs
+                .extend(b.addrs.iter().filter(|a| !addrs.contains(a)).cloned().collect::<Vec<_>>());
+        }
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
@@ -928,7 +946,7 @@ impl Driver {
         let now = Instant::now();
         self.dialing.remove(&peer);
         if let Some(b) = self.bootstrap.get_mut(&peer) {
-            b.fail(now);
+            b.backoff.fail(now);
         }
         if let Some(q) = self.queues.get_mut(&peer) {
             q.backoff.fail(now);
@@ -940,14 +958,13 @@ impl Driver {
         let due: Vec<PeerId> = self
             .bootstrap
             .iter()
-            .filter(|(p, b)| b.due(now) && !self.swarm.is_connected(p) && !self.dialing.contains(p))
+            .filter(|(p, b)| {
+                b.backoff.due(now) && !self.swarm.is_connected(p) && !self.dialing.contains(p)
+            })
             .map(|(p, _)| *p)
             .collect();
+        // `dialing` keeps a peer from being dialled twice; a failed dial backs it off.
         for peer in due {
-            if let Some(b) = self.bootstrap.get_mut(&peer) {
-                // Pushed forward now; a failure pushes it further, a success resets it.
-                b.fail(now);
-            }
             self.dial(peer);
         }
     }
@@ -1095,7 +1112,7 @@ impl Driver {
                     self.learn_addr(peer_id, address);
                 }
                 if let Some(b) = self.bootstrap.get_mut(&peer_id) {
-                    b.reset(now);
+                    b.backoff.reset(now);
                 }
                 self.swarm.behaviour_mut().gossipsub.add_explicit_peer(&peer_id);
                 if let Some(q) = self.queues.get_mut(&peer_id) {
