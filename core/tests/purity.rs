@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -28,53 +28,35 @@ const FORBIDDEN: &[&str] = &[
     "regorus",
 ];
 
+/// The crates `gadus-core` needs (normal and build dependencies, never dev), resolved with
+/// the features *core itself* enables. `cargo metadata` would unify features across the whole
+/// workspace (the node's crates switch on `uuid/v4`, which pulls `getrandom` under core's
+/// `uuid` in a workspace build), hiding what core really asks for; `cargo tree -p` does not.
+/// Calls core must not make even when a feature is on are banned by `core/clippy.toml`.
 fn normal_dependency_closure() -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked"])
+        .args([
+            "tree",
+            "-p",
+            "gadus-core",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+            "--locked",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
-
-    let names: BTreeMap<&str, &str> = meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
-        .collect();
-    let nodes: BTreeMap<&str, &serde_json::Value> = meta["resolve"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| (n["id"].as_str().unwrap(), n))
-        .collect();
-    let root = names.iter().find(|(_, n)| **n == "gadus-core").map(|(id, _)| *id).unwrap();
-
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![root];
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        for dep in nodes[id]["deps"].as_array().unwrap() {
-            // Follow normal and build dependencies; dev-dependencies never ship.
-            let shipped = dep["dep_kinds"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|k| k["kind"].is_null() || k["kind"] == "build");
-            if shipped {
-                stack.push(dep["pkg"].as_str().unwrap());
-            }
-        }
-    }
-    seen.into_iter().map(|id| names[id].to_string()).collect()
+        .expect("cargo tree runs");
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]

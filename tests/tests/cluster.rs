@@ -223,3 +223,63 @@ async fn ops_runs_on_every_node_and_daemon_reaches_a_late_joiner() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owning_orchestrator_restarts_and_the_job_still_completes() {
+    let Some(image) = busybox().await else { return };
+    // A fixed libp2p port: the compute node re-dials its bootstrap address after A restarts.
+    let port = free_port().to_string();
+    let net = format!("Network.Port={port}");
+    let mut a = Node::start(&args(&["--orchestrator", "-c", &net], &[]));
+    let peer = a.p2p.clone().unwrap();
+    let _b = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    wait_nodes(&a, 1).await;
+    let job = submit(
+        &a,
+        json!({
+            "Type": "batch", "Count": 1,
+            "Tasks": [{"Name": "main",
+                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 3; echo survived"]}},
+                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
+        }),
+    )
+    .await;
+    let start = Instant::now();
+    loop {
+        let e = executions(&a, &job).await;
+        if e.iter().any(|e| e["ComputeState"]["StateType"].as_i64() >= Some(5)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never started: {e:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // kill -9 the orchestrator mid-job and bring it back on the same data dir and ports.
+    let (dir, api) = (a.data_dir.clone(), a.port);
+    let extra: Vec<String> = a.extra.clone();
+    a.kill9();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let a = Node::start_in(&dir, api, &extra);
+    assert_eq!(wait_terminal(&a, &job, Duration::from_secs(60)).await, "Completed");
+    let execs = executions(&a, &job).await;
+    let done: Vec<&Value> =
+        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
+    assert_eq!(done.len(), 1, "{execs:#?}");
+    assert!(done[0]["RunOutput"]["Stdout"].as_str().unwrap_or("").contains("survived"));
+    // The history is complete: submitted ... running ... completed, in order.
+    let (_, h, _) =
+        call("GET", &a.url(&format!("/api/v1/orchestrator/jobs/{job}/history")), None).await;
+    let states: Vec<String> = h["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["Type"] == "JobLevel")
+        .filter_map(|i| i["JobState"]["New"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(states.first().map(String::as_str), Some("Pending"), "{h:#}");
+    assert_eq!(states.last().map(String::as_str), Some("Completed"), "{h:#}");
+    assert!(states.iter().any(|s| s == "Running"), "{states:?}");
+}
