@@ -7,6 +7,7 @@
 //!   of the old attempt is not accepted;
 //! - an ops job runs once on every node; a daemon job starts on a node that joins later.
 
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! import` against the node's content store and `/ipfs/` gateway, WASM jobs reading `ipfs` and
 //! `inline` inputs, results published with `ipfs` and `local`, and `gadus get`.
 
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 mod support;
 
 use std::path::Path;

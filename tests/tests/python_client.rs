@@ -3,6 +3,7 @@
 //! version. `.ci/run` installs the client into `.ci/venv`; elsewhere set `GADUS_PYTHON` to a
 //! Python that has it, or the test skips (and fails under `GADUS_REQUIRE_TOOLS=1`).
 
+#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is the failure report.
 mod support;
 
 use std::path::PathBuf;
