@@ -39,22 +39,25 @@ pub struct Args {
     config: Vec<String>,
 }
 
-struct Member {
+/// One running node of a devstack.
+pub struct Member {
     index: usize,
     child: Child,
-    api_port: u16,
+    /// Its API port on 127.0.0.1.
+    pub api_port: u16,
     p2p: Option<String>,
     orchestrator: bool,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }
 
-/// Starts a node and waits for its API and P2P lines.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
-fn spawn(
+/// Starts node `index` (a `gadus serve` child) and waits for its API and P2P lines.
+#[allow(clippy::too_many_arguments)] // few call sites; a struct would only rename the list
+pub fn spawn(
     g: &Global,
     index: usize,
     dir: &std::path::Path,
@@ -137,6 +140,13 @@ fn spawn(
     Ok(Member { index, child, api_port, p2p, orchestrator: !compute_only })
 }
 
+impl Member {
+    /// Its loopback libp2p address.
+    pub fn p2p(&self) -> Option<&str> {
+        self.p2p.as_deref()
+    }
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     if a.nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -217,7 +227,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGTERM every node (a clean goodbye), then SIGKILL what is left after 10 s.
-fn stop(members: &mut [Member]) {
+pub fn stop(members: &mut [Member]) {
     for m in members.iter() {
         // SAFETY-free: rustix's kill is a plain syscall wrapper.
         if let Some(pid) = rustix::process::Pid::from_raw(m.child.id() as i32) {

@@ -4,7 +4,7 @@ mod agent;
 mod bench;
 mod config;
 mod data;
-mod devstack;
+pub(crate) mod devstack;
 mod get;
 mod job;
 mod node;

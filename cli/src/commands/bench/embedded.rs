@@ -10,11 +10,29 @@ use serde_json::{Value, json};
 pub struct Embedded {
     /// The running node (stopped by [`Embedded::stop`]).
     pub node: gadus_node::RunningNode,
+    /// Its API.
+    pub api: Api,
+    _dir: tempfile::TempDir,
+}
+
+/// A node's API as the benchmarks drive it.
+#[derive(Clone)]
+pub struct Api {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// A client with a connection pool sized for the benchmark's concurrency.
     pub http: reqwest::Client,
-    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    /// A client for `base`.
+    pub fn new(base: String) -> anyhow::Result<Api> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Api { base, http })
+    }
 }
 
 impl Embedded {
@@ -31,19 +49,17 @@ impl Embedded {
             ..Default::default()
         };
         let node = gadus_node::start(cfg, opts).await?;
-        let base = format!("http://127.0.0.1:{}", node.api_addr.port());
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .timeout(Duration::from_secs(120))
-            .build()?;
-        Ok(Embedded { node, base, http, _dir: dir })
+        let api = Api::new(format!("http://127.0.0.1:{}", node.api_addr.port()))?;
+        Ok(Embedded { node, api, _dir: dir })
     }
 
     /// Stops the node.
     pub async fn stop(self) {
         self.node.shutdown().await;
     }
+}
 
+impl Api {
     /// Submits `job` and returns its ID.
     pub async fn submit(&self, job: &Value) -> anyhow::Result<String> {
         let r = self

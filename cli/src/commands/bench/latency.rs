@@ -33,11 +33,11 @@ pub async fn wasm_latency(
     let node = Arc::new(Embedded::start(g, false).await?);
     let job = noop_wasm_job();
     for _ in 0..20 {
-        node.run(&job).await?;
+        node.api.run(&job).await?;
     }
     let mut samples = Vec::with_capacity(a.jobs);
     for _ in 0..a.jobs {
-        samples.push(node.run(&job).await?.as_micros() as u64);
+        samples.push(node.api.run(&job).await?.as_micros() as u64);
     }
     samples.sort_unstable();
     let (rate, _) = concurrent(&node, &job, a.throughput_jobs, a.concurrency).await?;
@@ -74,7 +74,7 @@ async fn concurrent(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                lat.push(node.run(&job).await?.as_micros() as u64);
+                lat.push(node.api.run(&job).await?.as_micros() as u64);
             }
             anyhow::Ok(lat)
         }));
@@ -127,7 +127,7 @@ pub async fn api(g: &crate::commands::Global, a: ApiArgs) -> anyhow::Result<Exit
             let mut lat = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                 let s = Instant::now();
-                node.submit(&job).await?;
+                node.api.submit(&job).await?;
                 lat.push(s.elapsed().as_micros() as u64);
             }
             anyhow::Ok(lat)
@@ -145,10 +145,10 @@ pub async fn api(g: &crate::commands::Global, a: ApiArgs) -> anyhow::Result<Exit
     for _ in 0..a.pages {
         let url = format!(
             "{}/api/v1/orchestrator/jobs?limit={}&next_token={token}",
-            node.base, a.page_size
+            node.api.base, a.page_size
         );
         let s = Instant::now();
-        let v: serde_json::Value = node.http.get(url).send().await?.json().await?;
+        let v: serde_json::Value = node.api.http.get(url).send().await?.json().await?;
         pages.push(s.elapsed().as_micros() as u64);
         token = v["NextToken"].as_str().unwrap_or("").to_string();
         let n = v["Items"].as_array().map(Vec::len).context("no Items in the list answer")?;
@@ -202,10 +202,10 @@ pub async fn docker_overhead(
         "Tasks": [{"Name": "main", "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/true"]}},
                    "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
     });
-    node.run(&job).await?; // warm-up
+    node.api.run(&job).await?; // warm-up
     let (mut ours, mut plain) = (Vec::new(), Vec::new());
     for _ in 0..a.runs {
-        ours.push(node.run(&job).await?.as_micros() as u64);
+        ours.push(node.api.run(&job).await?.as_micros() as u64);
         let t = Instant::now();
         let st = tokio::process::Command::new("docker")
             .args(["run", "--rm", "--network", "none", &image, "/bin/true"])

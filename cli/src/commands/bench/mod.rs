@@ -1,6 +1,7 @@
 //! `gadus bench ...`: commands that measure and print one JSON line per configuration.
 //! Figures go into the README's benchmark table; tests never assert on them.
 
+mod cluster;
 mod embedded;
 mod latency;
 mod micro;
@@ -22,6 +23,8 @@ pub enum BenchCommand {
     Api(latency::ApiArgs),
     /// A `true` container through gadus versus plain `docker run`.
     DockerOverhead(latency::DockerArgs),
+    /// N real nodes on loopback (libp2p), no-op WASM jobs submitted to one: jobs/s and latency.
+    Cluster(cluster::Args),
 }
 
 pub fn run(g: &super::Global, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -31,6 +34,7 @@ pub fn run(g: &super::Global, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::WasmExec(a) => micro::wasm_exec(a),
         BenchCommand::WasmLatency(a) => super::runtime()?.block_on(latency::wasm_latency(g, a)),
         BenchCommand::Api(a) => super::runtime()?.block_on(latency::api(g, a)),
+        BenchCommand::Cluster(a) => cluster::run(g, a),
         BenchCommand::DockerOverhead(a) => {
             super::runtime()?.block_on(latency::docker_overhead(g, a))
         }
