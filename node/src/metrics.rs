@@ -57,6 +57,7 @@ struct Inner {
     fsync_records: Option<Histogram>,
     fsync_seconds: Option<Histogram>,
     round_inputs: Option<Histogram>,
+    stale_messages: u64,
 }
 
 /// The node's metrics.
@@ -98,6 +99,13 @@ impl Metrics {
         m.fsync_seconds.get_or_insert_with(|| Histogram::new(LATENCY)).observe(took.as_secs_f64());
     }
 
+    /// The orchestrator's count of ignored messages about superseded or unknown attempts.
+    pub fn stale_messages(&self, total: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.stale_messages = total;
+        }
+    }
+
     /// One API request.
     pub fn api(&self, method: &str, route: &str, status: u16, took: Duration) {
         let Ok(mut m) = self.inner.lock() else { return };
@@ -131,6 +139,8 @@ impl Metrics {
         for (s, n) in &m.executions {
             let _ = writeln!(out, "gadus_executions_finished_total{{state=\"{s}\"}} {n}");
         }
+        out.push_str("# HELP gadus_stale_messages_total Messages about superseded or unknown attempts, ignored (fencing).\n# TYPE gadus_stale_messages_total counter\n");
+        let _ = writeln!(out, "gadus_stale_messages_total {}", m.stale_messages);
         out.push_str("# HELP gadus_evaluations_total Evaluations processed.\n# TYPE gadus_evaluations_total counter\n");
         let _ = writeln!(out, "gadus_evaluations_total {}", m.evaluations);
         out.push_str("# HELP gadus_api_request_duration_seconds API request latency.\n# TYPE gadus_api_request_duration_seconds histogram\n");

@@ -349,6 +349,7 @@ impl Runtime {
             self.shared.changes.send_modify(|v| *v += 1);
         }
         if let Some(o) = &self.orch {
+            self.shared.metrics.stale_messages(o.stats().stale_messages);
             let nodes: Vec<NodeState> = o.nodes().cloned().collect();
             if let Ok(mut w) = self.shared.nodes.write() {
                 *w = nodes;

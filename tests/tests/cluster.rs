@@ -284,3 +284,67 @@ async fn the_owning_orchestrator_restarts_and_the_job_still_completes() {
     assert_eq!(states.last().map(String::as_str), Some("Completed"), "{h:#}");
     assert!(states.iter().any(|s| s == "Running"), "{states:?}");
 }
+
+/// SIGSTOP / SIGCONT a node: while stopped it sends nothing and answers nothing, as if
+/// partitioned away, and its connections stay open, so when it resumes it speaks up with
+/// whatever it did (here: the result of an attempt the orchestrator has given up on).
+fn signal(node: &Node, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(node.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silenced_node_loses_its_job_and_its_late_result_is_rejected() {
+    let Some(image) = busybox().await else { return };
+    let a = Node::start(&args(&["--orchestrator"], &[]));
+    let peer = a.p2p.clone().unwrap();
+    let b = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    let c = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    wait_nodes(&a, 2).await;
+    let (b_id, c_id) = (node_id(&b).await, node_id(&c).await);
+    let job = submit(
+        &a,
+        json!({
+            "Type": "batch", "Count": 1,
+            "Tasks": [{"Name": "main",
+                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 3; echo attempt"]}},
+                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
+        }),
+    )
+    .await;
+    let start = Instant::now();
+    let first = loop {
+        let e = executions(&a, &job).await;
+        if let Some(e) = e.iter().find(|e| e["ComputeState"]["StateType"].as_i64() >= Some(5)) {
+            break e["NodeID"].as_str().unwrap().to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never started: {e:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let silenced = if first == b_id { &b } else { &c };
+    assert!(first == b_id || first == c_id);
+    signal(silenced, rustix::process::Signal::STOP);
+    // The orchestrator stops hearing from it, marks it disconnected and reruns the job.
+    let state = wait_terminal(&a, &job, Duration::from_secs(60)).await;
+    // Let the silenced node speak again: its container finished meanwhile, so it reports a
+    // completed attempt that has been superseded.
+    signal(silenced, rustix::process::Signal::CONT);
+    assert_eq!(state, "Completed");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let execs = executions(&a, &job).await;
+    let done: Vec<&Value> =
+        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
+    assert_eq!(done.len(), 1, "only the rerun counts: {execs:#?}");
+    assert_ne!(done[0]["NodeID"], first.as_str(), "{execs:#?}");
+    let (_, metrics) = {
+        let r = support::http().get(a.url("/metrics")).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    // The late report arrived and was counted as stale, not merely lost.
+    let stale: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gadus_stale_messages_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("gadus_stale_messages_total in /metrics");
+    assert!(stale > 0, "the superseded attempt's messages were seen and ignored");
+}
