@@ -116,8 +116,53 @@ async fn fetch_one(c: &crate::client::Client, e: &Value, stage: &Path) -> anyhow
             }
             super::data::fetch_verified(c, &cid, stage).await?;
         }
+        "s3" => fetch_s3(published, stage).await?,
         other => bail!("results published with {other:?} cannot be downloaded by this client"),
     }
+    Ok(())
+}
+
+/// Downloads an `s3` published result with this user's AWS credentials (environment): a
+/// `.tar.gz` object is unpacked with the same guards as a `local` archive; a `plain` prefix is
+/// copied as is.
+async fn fetch_s3(published: &Value, stage: &Path) -> anyhow::Result<()> {
+    use gadus_io::storage::InputProvider;
+    let spec: gadus_core::model::SpecConfig =
+        serde_json::from_value(published.clone()).context("the s3 result is not a storage spec")?;
+    let config = gadus_io::storage::s3::S3Config {
+        credentials: gadus_io::storage::s3::S3Credentials::from_env(),
+        // The client talks to whatever endpoint the result names, including a local one.
+        endpoint_policy: gadus_io::storage::url::UrlPolicy {
+            allow_loopback: true,
+            allow_private: true,
+            ..Default::default()
+        },
+        max_input_bytes: MAX_RESULT_BYTES,
+        ..Default::default()
+    };
+    let provider = gadus_io::storage::s3::S3InputProvider::new(config);
+    let tmp = tempfile::tempdir()?;
+    let got = provider
+        .prepare(&spec, "/results", tmp.path(), &gadus_io::storage::NoProgress)
+        .await
+        .map_err(|e| anyhow::anyhow!("downloading the s3 result: {}", e.message))?;
+    let stage = stage.to_path_buf();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        std::fs::create_dir_all(&stage)?;
+        if got.host_path.is_file() {
+            let f = std::fs::File::open(&got.host_path)?;
+            gadus_io::archive::safe_unpack_tar_gz(
+                std::io::BufReader::new(f),
+                &stage,
+                &gadus_io::archive::UnpackLimits::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("refusing the s3 results archive: {e}"))?;
+        } else {
+            merge(&got.host_path, &stage)?;
+        }
+        Ok(())
+    })
+    .await??;
     Ok(())
 }
 

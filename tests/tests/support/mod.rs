@@ -33,6 +33,8 @@ pub struct Node {
     pub p2p: Option<String>,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
+    /// Environment variables given to the node and to [`Node::cli`] calls.
+    pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -48,7 +50,24 @@ impl Node {
 
     /// Starts (or restarts) a node on `data_dir`; port 0 picks a free one.
     pub fn start_in(data_dir: &Path, port: u16, extra: &[&str]) -> Node {
+        Self::start_in_env(data_dir, port, extra, &[])
+    }
+
+    /// Starts a node in a fresh data directory with extra environment variables.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Self::start_in_env(&dir, 0, extra, env);
+        n._tmp = Some(tmp);
+        n
+    }
+
+    /// [`Node::start_in`] with extra environment variables for the node (and its CLI calls).
+    pub fn start_in_env(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut child = Command::new(gadus_bin())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--api-host", "127.0.0.1", "--api-port", &port.to_string()])
@@ -94,6 +113,7 @@ impl Node {
             p2p,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
             _tmp: None,
         }
     }
@@ -112,6 +132,7 @@ impl Node {
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(gadus_bin())
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("GADUS_API_HOST", "127.0.0.1")
             .env("GADUS_API_PORT", self.port.to_string())
             .output()
