@@ -29,6 +29,7 @@ use gadus_io::executor::{
 use gadus_io::storage::{InputProvider, NoProgress, Publisher};
 use gadus_io::transport::{Inbound, Transport};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
@@ -508,58 +509,75 @@ impl Runtime {
         let node_id = self.id.clone();
         match a {
             ComputeAction::Probe { exec, probe } => {
-                tokio::spawn(async move {
-                    let r = run_probe(&adapters, probe).await;
-                    let _ = tx.send(Input::Work(Work::Probe(exec.execution_id, r))).await;
-                });
+                let span = exec_span("probe", &exec);
+                tokio::spawn(
+                    async move {
+                        let r = run_probe(&adapters, probe).await;
+                        let _ = tx.send(Input::Work(Work::Probe(exec.execution_id, r))).await;
+                    }
+                    .instrument(span),
+                );
             }
             ComputeAction::Prepare { exec, job, resources, partition } => {
                 let id = exec.execution_id.clone();
                 if let Ok(mut w) = work.lock() {
                     w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
                 }
-                tokio::spawn(async move {
-                    let r = prepare(&adapters, &shared, &exec, job, resources, partition).await;
-                    let r = match r {
-                        Ok(ctx) => {
-                            if let Ok(mut w) = work.lock()
-                                && let Some(e) = w.get_mut(&id)
-                            {
-                                e.ctx = Some(ctx);
+                let span = exec_span("prepare", &exec);
+                tokio::spawn(
+                    async move {
+                        let r = prepare(&adapters, &shared, &exec, job, resources, partition).await;
+                        let r = match r {
+                            Ok(ctx) => {
+                                if let Ok(mut w) = work.lock()
+                                    && let Some(e) = w.get_mut(&id)
+                                {
+                                    e.ctx = Some(ctx);
+                                }
+                                Ok(())
                             }
-                            Ok(())
-                        }
-                        Err(f) => Err(f),
-                    };
-                    let _ = tx.send(Input::Work(Work::Prepared(id, r))).await;
-                });
+                            Err(f) => Err(f),
+                        };
+                        let _ = tx.send(Input::Work(Work::Prepared(id, r))).await;
+                    }
+                    .instrument(span),
+                );
             }
             ComputeAction::Run { exec } => {
                 let id = exec.execution_id.clone();
                 let ctx = work.lock().ok().and_then(|w| w.get(&id).and_then(|e| e.ctx.clone()));
-                tokio::spawn(async move {
-                    let r = match ctx {
-                        Some(ctx) => run(&adapters, &shared, &ctx, false).await,
-                        None => {
-                            Err((failure(FailureKind::Internal, "execution context lost"), None))
-                        }
-                    };
-                    let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
-                });
+                let span = exec_span("run", &exec);
+                tokio::spawn(
+                    async move {
+                        let r = match ctx {
+                            Some(ctx) => run(&adapters, &shared, &ctx, false).await,
+                            None => Err((
+                                failure(FailureKind::Internal, "execution context lost"),
+                                None,
+                            )),
+                        };
+                        let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
+                    }
+                    .instrument(span),
+                );
             }
             ComputeAction::Publish { exec } => {
                 let id = exec.execution_id.clone();
                 let job = work.lock().ok().and_then(|w| w.get(&id).map(|e| e.job.clone()));
-                tokio::spawn(async move {
-                    let r = match job {
-                        Some(job) => publish(&adapters, &shared, &job, &id, &node_id).await,
-                        None => Err(failure(FailureKind::Internal, "execution state lost")),
-                    };
-                    if let Ok(mut w) = work.lock() {
-                        w.remove(&id);
+                let span = exec_span("publish", &exec);
+                tokio::spawn(
+                    async move {
+                        let r = match job {
+                            Some(job) => publish(&adapters, &shared, &job, &id, &node_id).await,
+                            None => Err(failure(FailureKind::Internal, "execution state lost")),
+                        };
+                        if let Ok(mut w) = work.lock() {
+                            w.remove(&id);
+                        }
+                        let _ = tx.send(Input::Work(Work::Published(id, r))).await;
                     }
-                    let _ = tx.send(Input::Work(Work::Published(id, r))).await;
-                });
+                    .instrument(span),
+                );
             }
             ComputeAction::Cancel { exec } => {
                 let id = exec.execution_id.clone();
@@ -568,51 +586,60 @@ impl Runtime {
                     .ok()
                     .and_then(|w| w.get(&id).map(|e| e.job.clone()))
                     .and_then(|j| j.task().map(|t| t.engine_type()));
-                tokio::spawn(async move {
-                    if let Some(ex) = engine.and_then(|e| adapters.executors.get(&e).cloned()) {
-                        ex.cancel(&id).await;
-                        ex.cleanup(&id).await;
+                let span = exec_span("cancel", &exec);
+                tokio::spawn(
+                    async move {
+                        if let Some(ex) = engine.and_then(|e| adapters.executors.get(&e).cloned()) {
+                            ex.cancel(&id).await;
+                            ex.cleanup(&id).await;
+                        }
+                        shared.logs.close(&id);
+                        if let Ok(mut w) = work.lock() {
+                            w.remove(&id);
+                        }
                     }
-                    shared.logs.close(&id);
-                    if let Ok(mut w) = work.lock() {
-                        w.remove(&id);
-                    }
-                });
+                    .instrument(span),
+                );
             }
             ComputeAction::Adopt { exec, job, phase } => {
                 let id = exec.execution_id.clone();
                 if let Ok(mut w) = work.lock() {
                     w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
                 }
-                tokio::spawn(async move {
-                    match phase {
-                        Phase::Publishing => {
-                            let r = publish(&adapters, &shared, &job, &id, &node_id).await;
-                            let _ = tx.send(Input::Work(Work::Published(id, r))).await;
-                        }
-                        _ => {
-                            let ctx = context(
-                                &adapters,
-                                &shared,
-                                &exec,
-                                job,
-                                gadus_core::model::Resources::default(),
-                                (0, 1),
-                                Vec::new(),
-                            );
-                            match run(&adapters, &shared, &ctx, true).await {
-                                Err((f, _)) if f.kind == FailureKind::NodeRestarted => {
-                                    let _ = tx
-                                        .send(Input::Work(Work::AdoptFailed(id, f.message)))
-                                        .await;
-                                }
-                                r => {
-                                    let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
+                let span = exec_span("adopt", &exec);
+                tokio::spawn(
+                    async move {
+                        match phase {
+                            Phase::Publishing => {
+                                let r = publish(&adapters, &shared, &job, &id, &node_id).await;
+                                let _ = tx.send(Input::Work(Work::Published(id, r))).await;
+                            }
+                            _ => {
+                                let ctx = context(
+                                    &adapters,
+                                    &shared,
+                                    &exec,
+                                    job,
+                                    gadus_core::model::Resources::default(),
+                                    (0, 1),
+                                    Vec::new(),
+                                );
+                                match run(&adapters, &shared, &ctx, true).await {
+                                    Err((f, _)) if f.kind == FailureKind::NodeRestarted => {
+                                        let _ = tx
+                                            .send(Input::Work(Work::AdoptFailed(id, f.message)))
+                                            .await;
+                                    }
+                                    r => {
+                                        let _ =
+                                            tx.send(Input::Work(Work::RunFinished(id, r))).await;
+                                    }
                                 }
                             }
                         }
                     }
-                });
+                    .instrument(span),
+                );
             }
             ComputeAction::Persist(_) | ComputeAction::Send { .. } => {}
         }
@@ -852,4 +879,16 @@ async fn run_probe(adapters: &Adapters, probe: Probe) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The span around one piece of compute work: exported spans and log lines carry the IDs, so an
+/// execution can be followed across prepare, run and publish (and across nodes, by job ID).
+fn exec_span(phase: &'static str, exec: &ExecRef) -> tracing::Span {
+    tracing::info_span!(
+        "execution",
+        phase,
+        execution_id = %exec.execution_id,
+        job_id = %exec.job_id,
+        attempt = exec.attempt
+    )
 }
