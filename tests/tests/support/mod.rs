@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -33,21 +34,34 @@ pub struct Node {
     pub p2p: Option<String>,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
+    /// Every stderr line the node has written so far (logs and the startup banner).
+    pub stderr: Arc<Mutex<Vec<String>>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Node {
     /// Starts a node in a fresh temporary data directory.
     pub fn start(extra: &[&str]) -> Node {
+        Self::start_env(extra, &[])
+    }
+
+    /// Like [`Node::start`], with extra environment variables for the process (they override
+    /// the harness defaults such as `GADUS_LOG=warn`).
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut n = Self::start_in(&dir, 0, extra);
+        let mut n = Self::start_in_env(&dir, 0, extra, env);
         n._tmp = Some(tmp);
         n
     }
 
     /// Starts (or restarts) a node on `data_dir`; port 0 picks a free one.
     pub fn start_in(data_dir: &Path, port: u16, extra: &[&str]) -> Node {
+        Self::start_in_env(data_dir, port, extra, &[])
+    }
+
+    /// [`Node::start_in`] with extra environment variables.
+    pub fn start_in_env(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(gadus_bin())
             .args(["serve", "--data-dir"])
             .arg(data_dir)
@@ -56,15 +70,19 @@ impl Node {
             .args(["-c", "Network.Host=127.0.0.1"])
             .args(extra)
             .env("GADUS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             let (mut sent, mut port, mut p2p) = (false, None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 if let Some(addr) = line.strip_prefix("API: http://") {
                     port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
                 }
@@ -94,6 +112,7 @@ impl Node {
             p2p,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            stderr: lines,
             _tmp: None,
         }
     }
