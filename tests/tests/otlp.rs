@@ -180,6 +180,46 @@ async fn spans_with_job_and_execution_ids_reach_an_otlp_receiver() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_spans_are_flushed_when_the_node_stops() {
+    let received = Received::default();
+    let endpoint = start_receiver(received.clone()).await;
+    let mut node = tokio::task::block_in_place(|| {
+        Node::start_env(
+            &[],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                // Far beyond the test: spans can only leave through the shutdown flush.
+                ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "600000"),
+            ],
+        )
+    });
+    let job_id = submit(&node, noop_job()).await;
+    assert_eq!(wait_terminal(&node, &job_id, Duration::from_secs(30)).await, "Completed");
+    let has_job_span = |r: &Received| {
+        spans(r).iter().any(|(n, _, a)| n == "job" && string_attr(a, "job_id") == Some(&job_id))
+    };
+    assert!(!has_job_span(&received), "exported before shutdown: the premise does not hold");
+
+    let pid = rustix::process::Pid::from_child(&node.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "node did not exit within 30s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(has_job_span(&received), "job span not flushed at shutdown");
+    assert!(
+        metric_names(&received).iter().any(|n| n == "gadus.jobs.submitted"),
+        "metrics not flushed at shutdown"
+    );
+}
+
 #[tokio::test]
 async fn log_format_json_writes_json_lines_to_stderr() {
     let node = Node::start_env(&["--log-format", "json"], &[("GADUS_LOG", "info")]);
