@@ -51,7 +51,15 @@ async fn submit(
     let job = put.job.ok_or_else(|| ApiErr::bad_request("request body has no Job"))?;
     // The orchestrator assigns the ID, so the span learns it from the reply; recording it on
     // the span (not just the log line) is what puts it on the exported OTLP span.
-    let span = tracing::info_span!("job", job_id = tracing::field::Empty, job_name = %job.name);
+    let span = tracing::info_span!(
+        "job",
+        job_id = tracing::field::Empty,
+        job_name = tracing::field::Empty
+    );
+    if !job.name.is_empty() {
+        // Unnamed jobs get their name (the ID) later; an empty field would only be noise.
+        span.record("job_name", job.name.as_str());
+    }
     match s.node.submit(job).instrument(span.clone()).await? {
         Reply::Submitted { job_id, evaluation_id, warnings } => {
             span.record("job_id", job_id.as_str());
