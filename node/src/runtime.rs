@@ -510,13 +510,11 @@ impl Runtime {
         match a {
             ComputeAction::Probe { exec, probe } => {
                 let span = exec_span("probe", &exec);
-                tokio::spawn(
-                    async move {
-                        let r = run_probe(&adapters, probe).await;
-                        let _ = tx.send(Input::Work(Work::Probe(exec.execution_id, r))).await;
-                    }
-                    .instrument(span),
-                );
+                let task = async move {
+                    let r = run_probe(&adapters, probe).await;
+                    let _ = tx.send(Input::Work(Work::Probe(exec.execution_id, r))).await;
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Prepare { exec, job, resources, partition } => {
                 let id = exec.execution_id.clone();
@@ -524,60 +522,53 @@ impl Runtime {
                     w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
                 }
                 let span = exec_span("prepare", &exec);
-                tokio::spawn(
-                    async move {
-                        let r = prepare(&adapters, &shared, &exec, job, resources, partition).await;
-                        let r = match r {
-                            Ok(ctx) => {
-                                if let Ok(mut w) = work.lock()
-                                    && let Some(e) = w.get_mut(&id)
-                                {
-                                    e.ctx = Some(ctx);
-                                }
-                                Ok(())
+                let task = async move {
+                    let r = prepare(&adapters, &shared, &exec, job, resources, partition).await;
+                    let r = match r {
+                        Ok(ctx) => {
+                            if let Ok(mut w) = work.lock()
+                                && let Some(e) = w.get_mut(&id)
+                            {
+                                e.ctx = Some(ctx);
                             }
-                            Err(f) => Err(f),
-                        };
-                        let _ = tx.send(Input::Work(Work::Prepared(id, r))).await;
-                    }
-                    .instrument(span),
-                );
+                            Ok(())
+                        }
+                        Err(f) => Err(f),
+                    };
+                    let _ = tx.send(Input::Work(Work::Prepared(id, r))).await;
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Run { exec } => {
                 let id = exec.execution_id.clone();
                 let ctx = work.lock().ok().and_then(|w| w.get(&id).and_then(|e| e.ctx.clone()));
                 let span = exec_span("run", &exec);
-                tokio::spawn(
-                    async move {
-                        let r = match ctx {
-                            Some(ctx) => run(&adapters, &shared, &ctx, false).await,
-                            None => Err((
-                                failure(FailureKind::Internal, "execution context lost"),
-                                None,
-                            )),
-                        };
-                        let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
-                    }
-                    .instrument(span),
-                );
+                let task = async move {
+                    let r = match ctx {
+                        Some(ctx) => run(&adapters, &shared, &ctx, false).await,
+                        None => {
+                            Err((failure(FailureKind::Internal, "execution context lost"), None))
+                        }
+                    };
+                    let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Publish { exec } => {
                 let id = exec.execution_id.clone();
                 let job = work.lock().ok().and_then(|w| w.get(&id).map(|e| e.job.clone()));
                 let span = exec_span("publish", &exec);
-                tokio::spawn(
-                    async move {
-                        let r = match job {
-                            Some(job) => publish(&adapters, &shared, &job, &id, &node_id).await,
-                            None => Err(failure(FailureKind::Internal, "execution state lost")),
-                        };
-                        if let Ok(mut w) = work.lock() {
-                            w.remove(&id);
-                        }
-                        let _ = tx.send(Input::Work(Work::Published(id, r))).await;
+                let task = async move {
+                    let r = match job {
+                        Some(job) => publish(&adapters, &shared, &job, &id, &node_id).await,
+                        None => Err(failure(FailureKind::Internal, "execution state lost")),
+                    };
+                    if let Ok(mut w) = work.lock() {
+                        w.remove(&id);
                     }
-                    .instrument(span),
-                );
+                    let _ = tx.send(Input::Work(Work::Published(id, r))).await;
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Cancel { exec } => {
                 let id = exec.execution_id.clone();
@@ -587,19 +578,17 @@ impl Runtime {
                     .and_then(|w| w.get(&id).map(|e| e.job.clone()))
                     .and_then(|j| j.task().map(|t| t.engine_type()));
                 let span = exec_span("cancel", &exec);
-                tokio::spawn(
-                    async move {
-                        if let Some(ex) = engine.and_then(|e| adapters.executors.get(&e).cloned()) {
-                            ex.cancel(&id).await;
-                            ex.cleanup(&id).await;
-                        }
-                        shared.logs.close(&id);
-                        if let Ok(mut w) = work.lock() {
-                            w.remove(&id);
-                        }
+                let task = async move {
+                    if let Some(ex) = engine.and_then(|e| adapters.executors.get(&e).cloned()) {
+                        ex.cancel(&id).await;
+                        ex.cleanup(&id).await;
                     }
-                    .instrument(span),
-                );
+                    shared.logs.close(&id);
+                    if let Ok(mut w) = work.lock() {
+                        w.remove(&id);
+                    }
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Adopt { exec, job, phase } => {
                 let id = exec.execution_id.clone();
@@ -607,39 +596,36 @@ impl Runtime {
                     w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
                 }
                 let span = exec_span("adopt", &exec);
-                tokio::spawn(
-                    async move {
-                        match phase {
-                            Phase::Publishing => {
-                                let r = publish(&adapters, &shared, &job, &id, &node_id).await;
-                                let _ = tx.send(Input::Work(Work::Published(id, r))).await;
-                            }
-                            _ => {
-                                let ctx = context(
-                                    &adapters,
-                                    &shared,
-                                    &exec,
-                                    job,
-                                    gadus_core::model::Resources::default(),
-                                    (0, 1),
-                                    Vec::new(),
-                                );
-                                match run(&adapters, &shared, &ctx, true).await {
-                                    Err((f, _)) if f.kind == FailureKind::NodeRestarted => {
-                                        let _ = tx
-                                            .send(Input::Work(Work::AdoptFailed(id, f.message)))
-                                            .await;
-                                    }
-                                    r => {
-                                        let _ =
-                                            tx.send(Input::Work(Work::RunFinished(id, r))).await;
-                                    }
+                let task = async move {
+                    match phase {
+                        Phase::Publishing => {
+                            let r = publish(&adapters, &shared, &job, &id, &node_id).await;
+                            let _ = tx.send(Input::Work(Work::Published(id, r))).await;
+                        }
+                        _ => {
+                            let ctx = context(
+                                &adapters,
+                                &shared,
+                                &exec,
+                                job,
+                                gadus_core::model::Resources::default(),
+                                (0, 1),
+                                Vec::new(),
+                            );
+                            match run(&adapters, &shared, &ctx, true).await {
+                                Err((f, _)) if f.kind == FailureKind::NodeRestarted => {
+                                    let _ = tx
+                                        .send(Input::Work(Work::AdoptFailed(id, f.message)))
+                                        .await;
+                                }
+                                r => {
+                                    let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
                                 }
                             }
                         }
                     }
-                    .instrument(span),
-                );
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Persist(_) | ComputeAction::Send { .. } => {}
         }
