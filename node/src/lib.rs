@@ -20,6 +20,7 @@ pub mod logs;
 pub mod metrics;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

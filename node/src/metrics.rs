@@ -1,5 +1,9 @@
 //! Prometheus metrics in text exposition format (`GET /metrics`): jobs by state, executions,
 //! evaluations, API latency histograms, and group-commit batch sizes and fsync latency.
+//!
+//! A few of the same figures are also recorded as OpenTelemetry instruments on the global
+//! meter, which [`crate::telemetry::init`] points at an OTLP exporter when one is configured
+//! (otherwise the instruments are no-ops and cost a virtual call).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +12,8 @@ use std::time::Duration;
 
 use gadus_core::model::JobStateType;
 use gadus_core::orchestrator::Record;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram as OtelHistogram};
 
 #[derive(Clone, Debug)]
 struct Histogram {
@@ -58,12 +64,41 @@ struct Inner {
     fsync_seconds: Option<Histogram>,
     round_inputs: Option<Histogram>,
     stale_messages: u64,
+    jobs_submitted: u64,
+}
+
+/// OpenTelemetry instruments, made from the global meter when the node's metrics are created
+/// (after telemetry init, so they bind to the OTLP provider if there is one).
+struct Otel {
+    jobs_submitted: Counter<u64>,
+    api_duration: OtelHistogram<f64>,
+}
+
+impl Default for Otel {
+    fn default() -> Self {
+        let meter = opentelemetry::global::meter("gadus");
+        Otel {
+            jobs_submitted: meter
+                .u64_counter("gadus.jobs.submitted")
+                .with_description("Jobs accepted by the orchestrator API.")
+                .build(),
+            // Semantic-convention name and unit, with the Prometheus histogram's buckets so
+            // both exports agree.
+            api_duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_description("API request latency.")
+                .with_unit("s")
+                .with_boundaries(LATENCY.to_vec())
+                .build(),
+        }
+    }
 }
 
 /// The node's metrics.
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    otel: Otel,
 }
 
 impl Metrics {
@@ -106,8 +141,23 @@ impl Metrics {
         }
     }
 
+    /// One job accepted by the API.
+    pub fn job_submitted(&self) {
+        self.otel.jobs_submitted.add(1, &[]);
+        let Ok(mut m) = self.inner.lock() else { return };
+        m.jobs_submitted += 1;
+    }
+
     /// One API request.
     pub fn api(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.otel.api_duration.record(
+            took.as_secs_f64(),
+            &[
+                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("http.route", route.to_string()),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+            ],
+        );
         let Ok(mut m) = self.inner.lock() else { return };
         m.api
             .entry((method.to_string(), route.to_string(), status))
@@ -141,6 +191,8 @@ impl Metrics {
         }
         out.push_str("# HELP gadus_stale_messages_total Messages about superseded or unknown attempts, ignored (fencing).\n# TYPE gadus_stale_messages_total counter\n");
         let _ = writeln!(out, "gadus_stale_messages_total {}", m.stale_messages);
+        out.push_str("# HELP gadus_jobs_submitted_total Jobs accepted by the API since start.\n# TYPE gadus_jobs_submitted_total counter\n");
+        let _ = writeln!(out, "gadus_jobs_submitted_total {}", m.jobs_submitted);
         out.push_str("# HELP gadus_evaluations_total Evaluations processed.\n# TYPE gadus_evaluations_total counter\n");
         let _ = writeln!(out, "gadus_evaluations_total {}", m.evaluations);
         out.push_str("# HELP gadus_api_request_duration_seconds API request latency.\n# TYPE gadus_api_request_duration_seconds histogram\n");

@@ -29,6 +29,7 @@ use gadus_io::executor::{
 use gadus_io::storage::{InputProvider, NoProgress, Publisher};
 use gadus_io::transport::{Inbound, Transport};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
@@ -509,17 +510,20 @@ impl Runtime {
         let node_id = self.id.clone();
         match a {
             ComputeAction::Probe { exec, probe } => {
-                tokio::spawn(async move {
+                let span = exec_span("probe", &exec);
+                let task = async move {
                     let r = run_probe(&adapters, probe).await;
                     let _ = tx.send(Input::Work(Work::Probe(exec.execution_id, r))).await;
-                });
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Prepare { exec, job, resources, partition } => {
                 let id = exec.execution_id.clone();
                 if let Ok(mut w) = work.lock() {
                     w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
                 }
-                tokio::spawn(async move {
+                let span = exec_span("prepare", &exec);
+                let task = async move {
                     let r = prepare(&adapters, &shared, &exec, job, resources, partition).await;
                     let r = match r {
                         Ok(ctx) => {
@@ -533,12 +537,14 @@ impl Runtime {
                         Err(f) => Err(f),
                     };
                     let _ = tx.send(Input::Work(Work::Prepared(id, r))).await;
-                });
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Run { exec } => {
                 let id = exec.execution_id.clone();
                 let ctx = work.lock().ok().and_then(|w| w.get(&id).and_then(|e| e.ctx.clone()));
-                tokio::spawn(async move {
+                let span = exec_span("run", &exec);
+                let task = async move {
                     let r = match ctx {
                         Some(ctx) => run(&adapters, &shared, &ctx, false).await,
                         None => {
@@ -546,12 +552,14 @@ impl Runtime {
                         }
                     };
                     let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
-                });
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Publish { exec } => {
                 let id = exec.execution_id.clone();
                 let job = work.lock().ok().and_then(|w| w.get(&id).map(|e| e.job.clone()));
-                tokio::spawn(async move {
+                let span = exec_span("publish", &exec);
+                let task = async move {
                     let r = match job {
                         Some(job) => publish(&adapters, &shared, &job, &id, &node_id).await,
                         None => Err(failure(FailureKind::Internal, "execution state lost")),
@@ -560,7 +568,8 @@ impl Runtime {
                         w.remove(&id);
                     }
                     let _ = tx.send(Input::Work(Work::Published(id, r))).await;
-                });
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Cancel { exec } => {
                 let id = exec.execution_id.clone();
@@ -569,7 +578,8 @@ impl Runtime {
                     .ok()
                     .and_then(|w| w.get(&id).map(|e| e.job.clone()))
                     .and_then(|j| j.task().map(|t| t.engine_type()));
-                tokio::spawn(async move {
+                let span = exec_span("cancel", &exec);
+                let task = async move {
                     if let Some(ex) = engine.and_then(|e| adapters.executors.get(&e).cloned()) {
                         ex.cancel(&id).await;
                         ex.cleanup(&id).await;
@@ -578,14 +588,16 @@ impl Runtime {
                     if let Ok(mut w) = work.lock() {
                         w.remove(&id);
                     }
-                });
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Adopt { exec, job, phase } => {
                 let id = exec.execution_id.clone();
                 if let Ok(mut w) = work.lock() {
                     w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
                 }
-                tokio::spawn(async move {
+                let span = exec_span("adopt", &exec);
+                let task = async move {
                     match phase {
                         Phase::Publishing => {
                             let r = publish(&adapters, &shared, &job, &id, &node_id).await;
@@ -613,7 +625,8 @@ impl Runtime {
                             }
                         }
                     }
-                });
+                };
+                tokio::spawn(task.instrument(span));
             }
             ComputeAction::Persist(_) | ComputeAction::Send { .. } => {}
         }
@@ -853,4 +866,16 @@ async fn run_probe(adapters: &Adapters, probe: Probe) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The span around one piece of compute work: exported spans and log lines carry the IDs, so an
+/// execution can be followed across prepare, run and publish (and across nodes, by job ID).
+fn exec_span(phase: &'static str, exec: &ExecRef) -> tracing::Span {
+    tracing::info_span!(
+        "execution",
+        phase,
+        execution_id = %exec.execution_id,
+        job_id = %exec.job_id,
+        attempt = exec.attempt
+    )
 }

@@ -51,19 +51,12 @@ pub fn load_config(g: &Global, extra: &[(String, String)]) -> anyhow::Result<Nod
     NodeConfig::load(&layers).context("loading the configuration")
 }
 
-pub fn init_logging(cfg: &NodeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GADUS_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{},hyper=warn,fjall=warn,lsm_tree=warn",
-            cfg.logging.level
-        ))
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cfg.logging.mode.eq_ignore_ascii_case("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+/// Logs to stderr (text, or JSON with `--log-format json`) and, when `OTEL_EXPORTER_OTLP_*`
+/// is set, OpenTelemetry export. Call inside the runtime (`rt.enter()`): the OTLP exporter
+/// builds its gRPC channel there. Keep the guard until the node has stopped, and drop it before
+/// the runtime so the last spans are flushed.
+pub fn init_logging(cfg: &NodeConfig) -> gadus_node::telemetry::TelemetryGuard {
+    gadus_node::telemetry::init(&cfg.logging.level, cfg.logging.mode.eq_ignore_ascii_case("json"))
 }
 
 pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
@@ -90,8 +83,12 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
         extra.push((k.trim().to_string(), v.trim().to_string()));
     }
     let cfg = load_config(g, &extra)?;
-    init_logging(&cfg);
     let rt = super::runtime()?;
+    // Declared after `rt`, so it is dropped (and flushes) while the runtime is still alive.
+    let _telemetry = {
+        let _entered = rt.enter();
+        init_logging(&cfg)
+    };
     rt.block_on(async move {
         let node = gadus_node::start(cfg, Default::default()).await?;
         eprintln!("gadus node {} is ready", node.node_id);

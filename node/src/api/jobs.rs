@@ -12,6 +12,7 @@ use gadus_core::model::{Execution, Job, JobHistory, JobHistoryType, JobType, Tim
 use gadus_core::orchestrator::{ErrorKind, ExecRecord, Reply};
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::{ApiErr, AppState, body_rejection, decode_body, json_ok};
 use crate::store::{JobQuery, Lookup};
@@ -48,10 +49,26 @@ async fn submit(
     let body = body.map_err(body_rejection)?;
     let put: PutJob = decode_body(&body, s.config.api.max_body_bytes)?;
     let job = put.job.ok_or_else(|| ApiErr::bad_request("request body has no Job"))?;
-    match s.node.submit(job).await? {
-        Reply::Submitted { job_id, evaluation_id, warnings } => Ok(json_ok(
-            &json!({ "JobID": job_id, "EvaluationID": evaluation_id, "Warnings": warnings }),
-        )),
+    // The orchestrator assigns the ID, so the span learns it from the reply; recording it on
+    // the span (not just the log line) is what puts it on the exported OTLP span.
+    let span = tracing::info_span!(
+        "job",
+        job_id = tracing::field::Empty,
+        job_name = tracing::field::Empty
+    );
+    if !job.name.is_empty() {
+        // Unnamed jobs get their name (the ID) later; an empty field would only be noise.
+        span.record("job_name", job.name.as_str());
+    }
+    match s.node.submit(job).instrument(span.clone()).await? {
+        Reply::Submitted { job_id, evaluation_id, warnings } => {
+            span.record("job_id", job_id.as_str());
+            span.in_scope(|| tracing::info!(%evaluation_id, "job submitted"));
+            s.node.shared.metrics.job_submitted();
+            Ok(json_ok(
+                &json!({ "JobID": job_id, "EvaluationID": evaluation_id, "Warnings": warnings }),
+            ))
+        }
         Reply::Error(e) => Err(reply_error(e)),
         other => Err(ApiErr::internal(format!("unexpected reply {other:?}"))),
     }

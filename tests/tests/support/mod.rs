@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -33,6 +34,8 @@ pub struct Node {
     pub p2p: Option<String>,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
+    /// Every stderr line the node has written so far (logs and the startup banner).
+    pub stderr: Arc<Mutex<Vec<String>>>,
     /// Environment variables given to the node and to [`Node::cli`] calls.
     pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
@@ -41,9 +44,15 @@ pub struct Node {
 impl Node {
     /// Starts a node in a fresh temporary data directory.
     pub fn start(extra: &[&str]) -> Node {
+        Self::start_env(extra, &[])
+    }
+
+    /// Like [`Node::start`], with extra environment variables for the process (they override
+    /// the harness defaults such as `GADUS_LOG=warn`).
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut n = Self::start_in(&dir, 0, extra);
+        let mut n = Self::start_in_env(&dir, 0, extra, env);
         n._tmp = Some(tmp);
         n
     }
@@ -53,21 +62,9 @@ impl Node {
         Self::start_in_env(data_dir, port, extra, &[])
     }
 
-    /// Starts a node in a fresh data directory with extra environment variables.
-    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let mut n = Self::start_in_env(&dir, 0, extra, env);
-        n._tmp = Some(tmp);
-        n
-    }
-
-    /// [`Node::start_in`] with extra environment variables for the node (and its CLI calls).
+    /// [`Node::start_in`] with extra environment variables.
     pub fn start_in_env(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Node {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut child = Command::new(gadus_bin())
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--api-host", "127.0.0.1", "--api-port", &port.to_string()])
@@ -75,15 +72,19 @@ impl Node {
             .args(["-c", "Network.Host=127.0.0.1"])
             .args(extra)
             .env("GADUS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             let (mut sent, mut port, mut p2p) = (false, None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 if let Some(addr) = line.strip_prefix("API: http://") {
                     port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
                 }
@@ -113,7 +114,8 @@ impl Node {
             p2p,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            env,
+            stderr: lines,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             _tmp: None,
         }
     }
