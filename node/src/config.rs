@@ -294,6 +294,9 @@ pub struct NetworkSection {
     /// Local peer discovery.
     #[serde(rename = "MDNS")]
     pub mdns: bool,
+    /// Open no listener: only dial the bootstrap peers (a node behind NAT or a firewall;
+    /// peers reach it over the connections it opens).
+    pub dial_only: bool,
 }
 
 /// `Logging.*`.

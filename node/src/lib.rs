@@ -372,6 +372,7 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         content: Some(storage.content.clone()),
         local_publisher: storage.local.clone(),
         data_dir: data_dir.clone(),
+        content_sources: Some(storage.sources.clone()),
     };
     let app = api::router(state);
     let api_task = tokio::spawn(async move {
@@ -424,7 +425,9 @@ async fn start_p2p(
     let listen = format!("/{proto}/{ip}/tcp/{}", cfg.network.port)
         .parse()
         .map_err(|e| StartError::Config(format!("Network.Port: {e}")))?;
-    let mut p = P2pConfig::new(vec![listen], data_dir.join("libp2p.key"));
+    let listen = if cfg.network.dial_only { Vec::new() } else { vec![listen] };
+    let mut p = P2pConfig::new(listen, data_dir.join("libp2p.key"));
+    p.learn_peer_addrs = !cfg.network.dial_only;
     for peer in &cfg.network.peers {
         let peer = peer.trim();
         if peer.is_empty() {

@@ -401,8 +401,9 @@ impl Runtime {
                 if let Some(c) = self.compute.as_mut() {
                     c.add_orchestrator(&node);
                 }
+                // Peers are read through their local-only gateway (see api::data).
                 if let (Some(sources), Some(api)) = (&self.adapters.content_sources, api) {
-                    sources.add_peer(api);
+                    sources.add_peer(format!("{}/local", api.trim_end_matches('/')));
                 }
             }
             Input::Peer(Inbound::PeerDown { node }) => {

@@ -348,3 +348,167 @@ async fn a_silenced_node_loses_its_job_and_its_late_result_is_rejected() {
         .expect("gadus_stale_messages_total in /metrics");
     assert!(stale > 0, "the superseded attempt's messages were seen and ignored");
 }
+
+/// A TCP proxy the test controls: forwards to `target` until `cut`, which drops every open
+/// connection and refuses new ones until `heal`. A node that reaches the cluster only through
+/// it (a dial-only node) is partitioned away by `cut`.
+struct Proxy {
+    port: u16,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let blocked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (b, c) = (blocked.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if b.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped at once: the partition refuses new connections
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(task);
+            }
+        });
+        Proxy { port, blocked, conns }
+    }
+
+    fn cut(&self) {
+        self.blocked.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.blocked.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_node_loses_its_job_and_its_late_result_is_rejected() {
+    let Some(image) = busybox().await else { return };
+    let a_port = free_port();
+    let net = format!("Network.Port={a_port}");
+    let a = Node::start(&args(&["--orchestrator", "-c", &net], &[]));
+    let a_id = node_id(&a).await;
+    let proxy = Proxy::start(a_port).await;
+    // B listens nowhere and reaches A only through the proxy.
+    let via_proxy = format!("/ip4/127.0.0.1/tcp/{}/p2p/{a_id}", proxy.port);
+    let b = Node::start(&args(
+        &["--compute", "-c", "Network.DialOnly=true", "--peer", &via_proxy],
+        &[],
+    ));
+    wait_nodes(&a, 1).await;
+    let b_id = node_id(&b).await;
+    let job = submit(
+        &a,
+        json!({
+            "Type": "batch", "Count": 1,
+            "Tasks": [{"Name": "main",
+                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 3; echo attempt"]}},
+                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
+        }),
+    )
+    .await;
+    let start = Instant::now();
+    loop {
+        let e = executions(&a, &job).await;
+        if e.iter().any(|e| e["ComputeState"]["StateType"].as_i64() >= Some(5)) {
+            assert_eq!(e[0]["NodeID"], b_id.as_str());
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never started: {e:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Partition B away; C joins directly. After the heartbeat timeout the job reruns on C.
+    proxy.cut();
+    let peer = a.p2p.clone().unwrap();
+    let c = Node::start(&args(&["--compute", "--peer", &peer], &[]));
+    let c_id = node_id(&c).await;
+    assert_eq!(wait_terminal(&a, &job, Duration::from_secs(60)).await, "Completed");
+    // Heal: B reconnects and reports its finished, superseded attempt.
+    proxy.heal();
+    let start = Instant::now();
+    let stale = loop {
+        let text =
+            support::http().get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let stale: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("gadus_stale_messages_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if stale > 0 || start.elapsed() > Duration::from_secs(20) {
+            break stale;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(stale > 0, "B's late report reached A after the partition healed and was refused");
+    let execs = executions(&a, &job).await;
+    let done: Vec<&Value> =
+        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
+    assert_eq!(done.len(), 1, "{execs:#?}");
+    assert_eq!(done[0]["NodeID"], c_id.as_str(), "{execs:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipfs_data_moves_between_nodes_both_ways() {
+    let a = Node::start(&args(&["--labels", "zone=a"], &[]));
+    let peer = a.p2p.clone().unwrap();
+    let c = Node::start(&args(&["--compute", "--labels", "zone=c", "--peer", &peer], &[]));
+    wait_nodes(&a, 2).await;
+    let c_id = node_id(&c).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let book = tmp.path().join("book.txt");
+    std::fs::write(&book, "one two three four five\n").unwrap();
+    // The input lives only in A's store; the job must run on C.
+    let out = a.cli(&["data", "add", "-q", book.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let module =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/word-count.wasm");
+    let out = a.cli(&[
+        "wasm",
+        "run",
+        module.to_str().unwrap(),
+        "-s",
+        "zone=c",
+        "-i",
+        &format!("ipfs://{cid}:/inputs/book.txt"),
+        "-o",
+        "outputs:/outputs",
+        "-p",
+        "ipfs",
+        "--id-only",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap().to_string();
+    assert_eq!(wait_terminal(&a, &job, Duration::from_secs(30)).await, "Completed");
+    let execs = executions(&a, &job).await;
+    assert_eq!(execs[0]["NodeID"], c_id.as_str(), "ran on C, which fetched the input from A");
+    let result = execs[0]["PublishedResult"]["Params"]["CID"].as_str().unwrap().to_string();
+    // The result lives in C's store; A fetches it from C when asked.
+    let out = a.cli(&["data", "cat", &format!("{result}/outputs/count.txt")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "5\n");
+    let dest = tmp.path().join("results");
+    let out = a.cli(&["get", &job, "-o", dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dest.join(format!("job-{job}/outputs/count.txt"))).unwrap(),
+        "5\n"
+    );
+    // An unknown CID is a clean 404, not a loop between the two nodes.
+    let missing = "bafkreiaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let (status, _, _) = call("GET", &a.url(&format!("/ipfs/{missing}")), None).await;
+    assert!(status == 404 || status == 400, "{status}");
+}

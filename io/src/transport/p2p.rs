@@ -146,6 +146,10 @@ pub struct P2pConfig {
     pub max_connections_per_peer: u32,
     /// Largest frame payload sent or accepted (capped at the core's [`MAX_FRAME_BYTES`]).
     pub max_frame: usize,
+    /// Dial peers at the addresses they advertise (identify, mDNS). A node behind NAT or a
+    /// tunnel turns this off: it reaches the cluster only through its bootstrap addresses,
+    /// since what peers advertise may be unroutable from where it sits.
+    pub learn_peer_addrs: bool,
 }
 
 impl P2pConfig {
@@ -160,6 +164,7 @@ impl P2pConfig {
             max_connections: 512,
             max_connections_per_peer: 2,
             max_frame: MAX_FRAME_BYTES,
+            learn_peer_addrs: true,
         }
     }
 }
@@ -603,6 +608,7 @@ impl P2pTransport {
             queues: HashMap::new(),
             in_flight: HashMap::new(),
             addrs: HashMap::new(),
+            learn_peer_addrs: cfg.learn_peer_addrs,
             dialing: HashSet::new(),
             bootstrap: HashMap::new(),
             up: HashSet::new(),
@@ -807,6 +813,8 @@ struct Driver {
     in_flight: HashMap<OutboundRequestId, (PeerId, Bytes)>,
     /// Our own address book (libp2p drops addresses after one failed dial).
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// [`P2pConfig::learn_peer_addrs`].
+    learn_peer_addrs: bool,
     dialing: HashSet<PeerId>,
     bootstrap: HashMap<PeerId, BootPeer>,
     /// Peers we announced with `PeerUp`.
@@ -926,11 +934,10 @@ impl Driver {
             addrs
                 .extend(b.addrs.iter().filter(|a| !addrs.contains(a)).cloned().collect::<Vec<_>>());
         }
-        let opts = DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .extend_addresses_through_behaviour()
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
+        let opts = DialOpts::peer_id(peer).addresses(addrs);
+        let opts =
+            if self.learn_peer_addrs { opts.extend_addresses_through_behaviour() } else { opts };
+        let opts = opts.condition(PeerCondition::DisconnectedAndNotDialing).build();
         match self.swarm.dial(opts) {
             Ok(()) => {
                 self.dialing.insert(peer);
@@ -1142,8 +1149,10 @@ impl Driver {
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                for a in info.listen_addrs {
-                    self.learn_addr(peer_id, a);
+                if self.learn_peer_addrs {
+                    for a in info.listen_addrs {
+                        self.learn_addr(peer_id, a);
+                    }
                 }
                 if info.protocols.contains(&PROTOCOL) && self.up.insert(peer_id) {
                     let node = peer_id.to_base58();

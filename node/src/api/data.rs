@@ -3,12 +3,13 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET/HEAD /ipfs/{cid}[/path]` | a file's bytes; a directory listing (HTML, or JSON with `Accept: application/json`); a CAR of the DAG with `?format=car` or `Accept: application/vnd.ipld.car`; one block with `?format=raw` or `Accept: application/vnd.ipld.raw` |
+//! | `GET/HEAD /ipfs/{cid}[/path]` | (content missing here is first fetched from the cluster's peers and configured gateways, verified and pinned) a file's bytes; a directory listing (HTML, or JSON with `Accept: application/json`); a CAR of the DAG with `?format=car` or `Accept: application/vnd.ipld.car`; one block with `?format=raw` or `Accept: application/vnd.ipld.raw` |
 //! | `POST /api/v1/data/car` | imports a CARv1 body (verified, all or nothing, roots pinned): what `gadus data add` and `gadus data import` send |
 //! | `GET /results/{execution-id}.tar.gz` | archives written by the `local` publisher |
 //!
-//! The gateway serves only what this node holds: fetching on behalf of a caller would let two
-//! nodes ask each other for a CID neither has. Bodies stream from the store on blocking
+//! Peers fetch from each other through `/local/ipfs/...`, the same gateway restricted to what
+//! the node holds: were peers to forward on each other's behalf, two nodes could ask each
+//! other for a CID neither has, forever. Bodies stream from the store on blocking
 //! threads, so a multi-GiB file never sits in memory. These routes are exempt from the API's
 //! body buffering and request timeout (see `edge` in the parent module); the CAR upload has
 //! its own limits.
@@ -37,13 +38,17 @@ pub const MAX_CAR_UPLOAD: u64 = 64 << 30;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ipfs/{*path}", get(gateway).head(gateway))
+        .route("/local/ipfs/{*path}", get(local_gateway).head(local_gateway))
         .route("/api/v1/data/car", post(import_car))
         .route("/results/{file}", get(result_archive))
 }
 
 /// Whether a path is served by these streaming routes (no body buffering, no timeout).
 pub fn is_streaming(path: &str) -> bool {
-    path.starts_with("/ipfs/") || path.starts_with("/results/") || path == "/api/v1/data/car"
+    path.starts_with("/ipfs/")
+        || path.starts_with("/local/ipfs/")
+        || path.starts_with("/results/")
+        || path == "/api/v1/data/car"
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,8 +98,52 @@ async fn gateway(
     headers: HeaderMap,
     method: axum::http::Method,
 ) -> Result<Response, ApiErr> {
+    serve(s, path, q, headers, method, true).await
+}
+
+async fn local_gateway(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+    Query(q): Query<GatewayQuery>,
+    headers: HeaderMap,
+    method: axum::http::Method,
+) -> Result<Response, ApiErr> {
+    serve(s, path, q, headers, method, false).await
+}
+
+/// Makes `root`'s DAG local, fetching it from peers and gateways if it is incomplete.
+async fn fetch_missing(s: &AppState, store: &ContentStore, root: Cid) -> Result<(), ApiErr> {
+    let st = store.clone();
+    if blocking(move || st.first_missing(&root)).await?.is_none() {
+        return Ok(());
+    }
+    let bases = s.content_sources.as_ref().map(|c| c.all()).unwrap_or_default();
+    if bases.is_empty() {
+        return Ok(()); // answered below from what is here (404 for what is not)
+    }
+    let client =
+        gadus_io::content::GatewayClient::new(bases, gadus_io::content::GatewayOptions::default())
+            .map_err(content_err)?;
+    client.fetch_dag(store, &root, true).await.map_err(|e| {
+        ApiErr::not_found(format!("{root} is not on this node and no peer delivered it: {e}"))
+            .component("Content")
+    })?;
+    Ok(())
+}
+
+async fn serve(
+    s: AppState,
+    path: String,
+    q: GatewayQuery,
+    headers: HeaderMap,
+    method: axum::http::Method,
+    fetch: bool,
+) -> Result<Response, ApiErr> {
     let store = store_of(&s)?;
     let (root, inner) = parse_content_path(&path).map_err(content_err)?;
+    if fetch {
+        fetch_missing(&s, &store, root).await?;
+    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let format = match q.format.as_deref() {
         Some("car") => Format::Car,

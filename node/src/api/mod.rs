@@ -40,6 +40,8 @@ pub struct AppState {
     pub local_publisher: Option<Arc<gadus_io::storage::publish::LocalPublisher>>,
     /// The node's data directory (upload spooling).
     pub data_dir: std::path::PathBuf,
+    /// Peers and gateways `/ipfs/` fetches missing content from.
+    pub content_sources: Option<Arc<gadus_io::storage::ipfs::ContentSources>>,
 }
 
 tokio::task_local! {
