@@ -512,3 +512,46 @@ async fn ipfs_data_moves_between_nodes_both_ways() {
     let (status, _, _) = call("GET", &a.url(&format!("/ipfs/{missing}")), None).await;
     assert!(status == 404 || status == 400, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_locality_bids_only_where_the_input_is_stored() {
+    let a = Node::start(&args(&["--orchestrator"], &[]));
+    let peer = a.p2p.clone().unwrap();
+    let local = ["-c", "JobAdmissionControl.Locality=local"];
+    let holder = Node::start(&args(&["--compute", "--peer", &peer], &local));
+    let other = Node::start(&args(&["--compute", "--peer", &peer], &local));
+    wait_nodes(&a, 2).await;
+    let holder_id = node_id(&holder).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let book = tmp.path().join("book.txt");
+    std::fs::write(&book, "where the data is\n").unwrap();
+    let out = holder.cli(&["data", "add", "-q", book.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let module =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm/word-count.wasm");
+    // Several jobs: each must land on the holder, never on the node without the data.
+    for _ in 0..3 {
+        let out = a.cli(&[
+            "wasm",
+            "run",
+            module.to_str().unwrap(),
+            "-i",
+            &format!("ipfs://{cid}:/inputs/book.txt"),
+            "-o",
+            "outputs:/outputs",
+            "--id-only",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let job = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap().to_string();
+        assert_eq!(wait_terminal(&a, &job, Duration::from_secs(30)).await, "Completed");
+        let done: Vec<Value> = executions(&a, &job)
+            .await
+            .into_iter()
+            .filter(|e| e["ComputeState"]["StateType"] == json!(9))
+            .collect();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0]["NodeID"], holder_id.as_str(), "ran where the input is stored");
+    }
+    drop(other);
+}
