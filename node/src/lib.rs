@@ -364,6 +364,25 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         adapters,
         u64::from_le_bytes(seed),
     )?;
+    // A node running both roles registers its own compute side with its orchestrator in the
+    // loop's first rounds; wait for that (briefly) so `node list` right after start shows it.
+    if cfg.orchestrator.enabled && cfg.compute.enabled {
+        let mut changes = handle.shared.changes.subscribe();
+        let registered = |h: &Handle| {
+            h.shared
+                .nodes
+                .read()
+                .map(|n| n.iter().any(|s| s.info.node_id == node_id))
+                .unwrap_or(true)
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !registered(&handle) {
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                tracing::warn!("the node's compute side has not registered itself yet");
+                break;
+            }
+        }
+    }
 
     let state = api::AppState {
         node: handle.clone(),

@@ -335,7 +335,8 @@ impl Runtime {
             c.handle_timeout(t);
         }
         self.settle(t, &mut batch);
-        if !batch.orch.is_empty() || !batch.compute.is_empty() {
+        let committed = !batch.orch.is_empty() || !batch.compute.is_empty();
+        if committed {
             let n = batch.orch.len() + batch.compute.len();
             let started = std::time::Instant::now();
             let orch = std::mem::take(&mut batch.orch);
@@ -347,7 +348,6 @@ impl Runtime {
                 std::process::exit(70);
             }
             self.shared.metrics.fsync(n, n_inputs, started.elapsed());
-            self.shared.changes.send_modify(|v| *v += 1);
         }
         if let Some(o) = &self.orch {
             self.shared.metrics.stale_messages(o.stats().stale_messages);
@@ -355,6 +355,10 @@ impl Runtime {
             if let Ok(mut w) = self.shared.nodes.write() {
                 *w = nodes;
             }
+        }
+        // Wake readers only once everything they may read (store and node view) is current.
+        if committed {
+            self.shared.changes.send_modify(|v| *v += 1);
         }
         for e in batch.effects {
             self.perform(e);
