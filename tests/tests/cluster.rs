@@ -103,6 +103,55 @@ async fn a_constrained_job_runs_on_the_matching_node_and_results_come_back_throu
     assert_eq!(stdout, "hello from gadus\n");
 }
 
+/// Execution states (Bacalhau v1.6+ numbering): from BidAccepted on, the task is under way.
+const BID_ACCEPTED: i64 = 5;
+const COMPLETED: i64 = 9;
+
+/// A one-partition Docker job running a shell `script` in the busybox test image.
+fn shell_job(image: &str, script: &str) -> Value {
+    json!({
+        "Type": "batch", "Count": 1,
+        "Tasks": [{"Name": "main",
+            "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", script]}},
+            "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
+    })
+}
+
+/// Waits until an execution of `job` is under way; returns the node running it.
+async fn wait_started(n: &Node, job: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let e = executions(n, job).await;
+        if let Some(e) =
+            e.iter().find(|e| e["ComputeState"]["StateType"].as_i64() >= Some(BID_ACCEPTED))
+        {
+            return e["NodeID"].as_str().unwrap().to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never started: {e:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The completed executions of `job`, and all of them (for failure messages).
+async fn completed(n: &Node, job: &str) -> (Vec<Value>, Vec<Value>) {
+    let all = executions(n, job).await;
+    let done = all
+        .iter()
+        .filter(|e| e["ComputeState"]["StateType"] == json!(COMPLETED))
+        .cloned()
+        .collect();
+    (done, all)
+}
+
+/// `gadus_stale_messages_total` from a node's `/metrics`.
+async fn stale_messages(n: &Node) -> u64 {
+    let text = support::http().get(n.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("gadus_stale_messages_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("gadus_stale_messages_total in /metrics")
+}
+
 async fn busybox() -> Option<String> {
     let docker = match bollard::Docker::connect_with_local_defaults() {
         Ok(d) if d.ping().await.is_ok() => d,
@@ -132,26 +181,9 @@ async fn node_loss_reschedules_and_the_late_result_is_not_accepted() {
     wait_nodes(&a, 2).await;
     let (b_id, c_id) = (node_id(&b).await, node_id(&c).await);
 
-    let job = submit(
-        &a,
-        json!({
-            "Type": "batch", "Count": 1,
-            "Tasks": [{"Name": "main",
-                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 4; echo done"]}},
-                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
-        }),
-    )
-    .await;
-    // Wait until an execution is placed, give the container a moment to start, kill its node.
-    let start = Instant::now();
-    let first_node = loop {
-        let e = executions(&a, &job).await;
-        if let Some(n) = e.first().and_then(|e| e["NodeID"].as_str()).filter(|n| !n.is_empty()) {
-            break n.to_string();
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "never placed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = submit(&a, shell_job(&image, "sleep 4; echo done")).await;
+    // Wait until the execution is under way, give the container a moment to start, kill its node.
+    let first_node = wait_started(&a, &job).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = if first_node == b_id {
         &mut b
@@ -162,11 +194,9 @@ async fn node_loss_reschedules_and_the_late_result_is_not_accepted() {
     victim.kill9();
 
     assert_eq!(wait_terminal(&a, &job, Duration::from_secs(60)).await, "Completed");
-    let execs = executions(&a, &job).await;
-    let completed: Vec<&Value> =
-        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
-    assert_eq!(completed.len(), 1, "exactly one completed execution: {execs:#?}");
-    assert_ne!(completed[0]["NodeID"], first_node.as_str(), "completed on the surviving node");
+    let (done, execs) = completed(&a, &job).await;
+    assert_eq!(done.len(), 1, "exactly one completed execution: {execs:#?}");
+    assert_ne!(done[0]["NodeID"], first_node.as_str(), "completed on the surviving node");
 
     // The killed node comes back (same identity); its container may still finish and be
     // adopted, but the orchestrator never accepts that superseded attempt.
@@ -177,9 +207,8 @@ async fn node_loss_reschedules_and_the_late_result_is_not_accepted() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (_, v, _) = call("GET", &a.url(&format!("/api/v1/orchestrator/jobs/{job}")), None).await;
     assert_eq!(v["Job"]["State"]["StateType"], "Completed");
-    let execs = executions(&a, &job).await;
-    let completed = execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).count();
-    assert_eq!(completed, 1, "the late attempt was not accepted: {execs:#?}");
+    let (done, execs) = completed(&a, &job).await;
+    assert_eq!(done.len(), 1, "the late attempt was not accepted: {execs:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,25 +268,8 @@ async fn the_owning_orchestrator_restarts_and_the_job_still_completes() {
     let peer = a.p2p.clone().unwrap();
     let _b = Node::start(&args(&["--compute", "--peer", &peer], &[]));
     wait_nodes(&a, 1).await;
-    let job = submit(
-        &a,
-        json!({
-            "Type": "batch", "Count": 1,
-            "Tasks": [{"Name": "main",
-                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 3; echo survived"]}},
-                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
-        }),
-    )
-    .await;
-    let start = Instant::now();
-    loop {
-        let e = executions(&a, &job).await;
-        if e.iter().any(|e| e["ComputeState"]["StateType"].as_i64() >= Some(5)) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "never started: {e:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = submit(&a, shell_job(&image, "sleep 3; echo survived")).await;
+    wait_started(&a, &job).await;
     // kill -9 the orchestrator mid-job and bring it back on the same data dir and ports.
     let (dir, api) = (a.data_dir.clone(), a.port);
     let extra: Vec<String> = a.extra.clone();
@@ -265,9 +277,7 @@ async fn the_owning_orchestrator_restarts_and_the_job_still_completes() {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let a = Node::start_in(&dir, api, &extra);
     assert_eq!(wait_terminal(&a, &job, Duration::from_secs(60)).await, "Completed");
-    let execs = executions(&a, &job).await;
-    let done: Vec<&Value> =
-        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
+    let (done, execs) = completed(&a, &job).await;
     assert_eq!(done.len(), 1, "{execs:#?}");
     assert!(done[0]["RunOutput"]["Stdout"].as_str().unwrap_or("").contains("survived"));
     // The history is complete: submitted ... running ... completed, in order.
@@ -302,25 +312,8 @@ async fn a_silenced_node_loses_its_job_and_its_late_result_is_rejected() {
     let c = Node::start(&args(&["--compute", "--peer", &peer], &[]));
     wait_nodes(&a, 2).await;
     let (b_id, c_id) = (node_id(&b).await, node_id(&c).await);
-    let job = submit(
-        &a,
-        json!({
-            "Type": "batch", "Count": 1,
-            "Tasks": [{"Name": "main",
-                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 3; echo attempt"]}},
-                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
-        }),
-    )
-    .await;
-    let start = Instant::now();
-    let first = loop {
-        let e = executions(&a, &job).await;
-        if let Some(e) = e.iter().find(|e| e["ComputeState"]["StateType"].as_i64() >= Some(5)) {
-            break e["NodeID"].as_str().unwrap().to_string();
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "never started: {e:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let job = submit(&a, shell_job(&image, "sleep 3; echo attempt")).await;
+    let first = wait_started(&a, &job).await;
     let silenced = if first == b_id { &b } else { &c };
     assert!(first == b_id || first == c_id);
     signal(silenced, rustix::process::Signal::STOP);
@@ -331,21 +324,11 @@ async fn a_silenced_node_loses_its_job_and_its_late_result_is_rejected() {
     signal(silenced, rustix::process::Signal::CONT);
     assert_eq!(state, "Completed");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let execs = executions(&a, &job).await;
-    let done: Vec<&Value> =
-        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
+    let (done, execs) = completed(&a, &job).await;
     assert_eq!(done.len(), 1, "only the rerun counts: {execs:#?}");
     assert_ne!(done[0]["NodeID"], first.as_str(), "{execs:#?}");
-    let (_, metrics) = {
-        let r = support::http().get(a.url("/metrics")).send().await.unwrap();
-        (r.status(), r.text().await.unwrap())
-    };
     // The late report arrived and was counted as stale, not merely lost.
-    let stale: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("gadus_stale_messages_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("gadus_stale_messages_total in /metrics");
+    let stale = stale_messages(&a).await;
     assert!(stale > 0, "the superseded attempt's messages were seen and ignored");
 }
 
@@ -410,26 +393,8 @@ async fn a_partitioned_node_loses_its_job_and_its_late_result_is_rejected() {
     ));
     wait_nodes(&a, 1).await;
     let b_id = node_id(&b).await;
-    let job = submit(
-        &a,
-        json!({
-            "Type": "batch", "Count": 1,
-            "Tasks": [{"Name": "main",
-                "Engine": {"Type": "docker", "Params": {"Image": image, "Entrypoint": ["/bin/sh", "-c", "sleep 3; echo attempt"]}},
-                "Resources": {"CPU": "100m", "Memory": "32Mb"}}]
-        }),
-    )
-    .await;
-    let start = Instant::now();
-    loop {
-        let e = executions(&a, &job).await;
-        if e.iter().any(|e| e["ComputeState"]["StateType"].as_i64() >= Some(5)) {
-            assert_eq!(e[0]["NodeID"], b_id.as_str());
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "never started: {e:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = submit(&a, shell_job(&image, "sleep 3; echo attempt")).await;
+    assert_eq!(wait_started(&a, &job).await, b_id);
     // Partition B away; C joins directly. After the heartbeat timeout the job reruns on C.
     proxy.cut();
     let peer = a.p2p.clone().unwrap();
@@ -440,22 +405,14 @@ async fn a_partitioned_node_loses_its_job_and_its_late_result_is_rejected() {
     proxy.heal();
     let start = Instant::now();
     let stale = loop {
-        let text =
-            support::http().get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        let stale: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("gadus_stale_messages_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let stale = stale_messages(&a).await;
         if stale > 0 || start.elapsed() > Duration::from_secs(20) {
             break stale;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(stale > 0, "B's late report reached A after the partition healed and was refused");
-    let execs = executions(&a, &job).await;
-    let done: Vec<&Value> =
-        execs.iter().filter(|e| e["ComputeState"]["StateType"] == json!(9)).collect();
+    let (done, execs) = completed(&a, &job).await;
     assert_eq!(done.len(), 1, "{execs:#?}");
     assert_eq!(done[0]["NodeID"], c_id.as_str(), "{execs:#?}");
 }
@@ -545,12 +502,8 @@ async fn local_locality_bids_only_where_the_input_is_stored() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let job = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap().to_string();
         assert_eq!(wait_terminal(&a, &job, Duration::from_secs(30)).await, "Completed");
-        let done: Vec<Value> = executions(&a, &job)
-            .await
-            .into_iter()
-            .filter(|e| e["ComputeState"]["StateType"] == json!(9))
-            .collect();
-        assert_eq!(done.len(), 1);
+        let (done, execs) = completed(&a, &job).await;
+        assert_eq!(done.len(), 1, "{execs:#?}");
         assert_eq!(done[0]["NodeID"], holder_id.as_str(), "ran where the input is stored");
     }
     drop(other);

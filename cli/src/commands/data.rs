@@ -80,18 +80,7 @@ pub async fn run(g: &Global, cmd: DataCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DataCommand::Add(a) => add(g, a).await,
         DataCommand::Get(a) => get(g, a).await,
-        DataCommand::Cat(a) => {
-            let c = g.client()?;
-            let (cid, path) = parse_content_path(&a.path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let url = if path.is_empty() {
-                format!("/ipfs/{cid}")
-            } else {
-                format!("/ipfs/{cid}/{path}")
-            };
-            let mut out = std::io::stdout();
-            c.stream_to(&url, &mut out).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        DataCommand::Cat(a) => stream(g, &a.path, "").await,
         DataCommand::Import(a) => {
             let c = g.client()?;
             let v = c.post_file("/api/v1/data/car", &a.file, "application/vnd.ipld.car").await?;
@@ -100,19 +89,17 @@ pub async fn run(g: &Global, cmd: DataCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DataCommand::Export(a) => {
-            let c = g.client()?;
-            let (cid, path) = parse_content_path(&a.cid).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let url = if path.is_empty() {
-                format!("/ipfs/{cid}?format=car")
-            } else {
-                format!("/ipfs/{cid}/{path}?format=car")
-            };
-            let mut out = std::io::stdout();
-            c.stream_to(&url, &mut out).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        DataCommand::Export(a) => stream(g, &a.cid, "?format=car").await,
     }
+}
+
+/// Streams the node's `/ipfs/` answer for a content path (`CID[/path]`) to stdout.
+async fn stream(g: &Global, content_path: &str, query: &str) -> anyhow::Result<ExitCode> {
+    let c = g.client()?;
+    let (cid, path) = parse_content_path(content_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sep = if path.is_empty() { "" } else { "/" };
+    c.stream_to(&format!("/ipfs/{cid}{sep}{path}{query}"), &mut std::io::stdout()).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn import_options(version: u8) -> anyhow::Result<ImportOptions> {

@@ -229,7 +229,6 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 /// SIGTERM every node (a clean goodbye), then SIGKILL what is left after 10 s.
 pub fn stop(members: &mut [Member]) {
     for m in members.iter() {
-        // SAFETY-free: rustix's kill is a plain syscall wrapper.
         if let Some(pid) = rustix::process::Pid::from_raw(m.child.id() as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }

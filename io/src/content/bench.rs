@@ -65,14 +65,10 @@ fn best(rounds: usize, bytes: usize, mut f: impl FnMut() -> Result<()>) -> Resul
     Ok(bytes as f64 / (1 << 20) as f64 / best.max(1e-9))
 }
 
-/// Measures CID-only import of `bytes` pseudo-random bytes with `opts` against sha2-256.
-pub fn measure_cid_throughput(
-    bytes: usize,
-    rounds: usize,
-    opts: &ImportOptions,
-) -> Result<CidThroughput> {
-    // Pseudo-random content (xorshift) so leaves differ; contents do not affect hashing speed.
-    let mut data = vec![0u8; bytes];
+/// `n` pseudo-random bytes (xorshift), the same for every call: leaves differ, so no block is
+/// deduplicated, and contents do not affect hashing speed.
+pub fn pseudo_random_bytes(n: usize) -> Vec<u8> {
+    let mut data = vec![0u8; n];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for chunk in data.chunks_mut(8) {
         x ^= x << 13;
@@ -80,6 +76,16 @@ pub fn measure_cid_throughput(
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
+    data
+}
+
+/// Measures CID-only import of `bytes` pseudo-random bytes with `opts` against sha2-256.
+pub fn measure_cid_throughput(
+    bytes: usize,
+    rounds: usize,
+    opts: &ImportOptions,
+) -> Result<CidThroughput> {
+    let data = pseudo_random_bytes(bytes);
     let mut sink = 0u8;
     let sha256 = best(rounds, bytes, || {
         sink ^= Sha256::digest(&data)[0];

@@ -48,7 +48,7 @@ mod import;
 mod pb;
 mod store;
 
-pub use bench::{CidThroughput, measure_cid_throughput};
+pub use bench::{CidThroughput, measure_cid_throughput, pseudo_random_bytes};
 pub use block::{CidVersion, DAG_PB, IDENTITY, RAW, SHA2_256, cid_of_block, verify_block};
 pub use car::{
     CarChunks, CarDecoder, CarExport, CarImport, CarImportOptions, CarLimits, encode_car_header,

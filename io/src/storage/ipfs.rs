@@ -18,7 +18,8 @@ use gadus_core::protocol::{ExecFailure, FailureKind};
 
 use super::{InputProvider, Progress, Publisher};
 use crate::content::{
-    ContentStore, GatewayClient, GatewayOptions, ImportOptions, parse_content_path,
+    Cid, ContentError, ContentStore, GatewayClient, GatewayOptions, ImportOptions, LocalError,
+    RemoteError, parse_content_path,
 };
 use crate::executor::PreparedInput;
 
@@ -36,13 +37,6 @@ impl ContentSources {
         Self { peers: RwLock::new(Vec::new()), gateways }
     }
 
-    /// Replaces the peer list (base URLs such as `http://127.0.0.1:1234`).
-    pub fn set_peers(&self, peers: Vec<String>) {
-        if let Ok(mut p) = self.peers.write() {
-            *p = peers;
-        }
-    }
-
     /// Adds one peer if absent.
     pub fn add_peer(&self, peer: String) {
         if let Ok(mut p) = self.peers.write()
@@ -57,6 +51,28 @@ impl ContentSources {
         let mut v = self.peers.read().map(|p| p.clone()).unwrap_or_default();
         v.extend(self.gateways.iter().cloned());
         v
+    }
+
+    /// Makes `root`'s whole DAG local in `store`: nothing to do if it already is; otherwise it
+    /// is fetched from the peers, then the gateways (every block verified), and pinned.
+    /// With no source known, an incomplete DAG is [`RemoteError::NoGateways`].
+    pub async fn make_local(&self, store: &ContentStore, root: &Cid) -> Result<(), ContentError> {
+        let bases = self.all();
+        if bases.is_empty() {
+            let (s, r) = (store.clone(), *root);
+            let missing = tokio::task::spawn_blocking(move || s.first_missing(&r))
+                .await
+                .map_err(|e| ContentError::from(LocalError::Task(e.to_string())))??;
+            return match missing {
+                None => Ok(()),
+                Some(_) => Err(RemoteError::NoGateways.into()),
+            };
+        }
+        // fetch_dag returns at once when the DAG is already complete here.
+        GatewayClient::new(bases, GatewayOptions::default())?
+            .fetch_dag(store, root, true)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -73,34 +89,21 @@ impl IpfsProvider {
         Self { store, sources }
     }
 
-    /// Makes `cid`'s DAG local (fetching it if needed).
-    pub async fn ensure_local(&self, root: &crate::content::Cid) -> Result<(), ExecFailure> {
-        let missing = {
-            let (s, r) = (self.store.clone(), *root);
-            tokio::task::spawn_blocking(move || s.first_missing(&r))
-                .await
-                .map_err(|e| internal(e.to_string()))?
-                .map_err(|e| internal(e.to_string()))?
-        };
-        if missing.is_none() {
-            return Ok(());
-        }
-        let bases = self.sources.all();
-        if bases.is_empty() {
-            return Err(ExecFailure {
+    /// Makes `root`'s DAG local (fetching it if needed), as an input failure when it cannot.
+    pub async fn ensure_local(&self, root: &Cid) -> Result<(), ExecFailure> {
+        self.sources.make_local(&self.store, root).await.map_err(|e| match e.remote() {
+            Some(RemoteError::NoGateways) => ExecFailure {
                 kind: FailureKind::InputUnavailable,
                 message: format!(
                     "CID {root} is not in this node's store and no peers or gateways are known"
                 ),
-            });
-        }
-        let client = GatewayClient::new(bases, GatewayOptions::default())
-            .map_err(|e| ExecFailure { kind: FailureKind::InvalidSpec, message: e.to_string() })?;
-        client.fetch_dag(&self.store, root, true).await.map_err(|e| ExecFailure {
-            kind: FailureKind::InputUnavailable,
-            message: format!("fetching {root}: {e}"),
-        })?;
-        Ok(())
+            },
+            _ if e.local().is_some() => internal(format!("fetching {root}: {e}")),
+            _ => ExecFailure {
+                kind: FailureKind::InputUnavailable,
+                message: format!("fetching {root}: {e}"),
+            },
+        })
     }
 }
 
@@ -108,7 +111,7 @@ fn internal(message: String) -> ExecFailure {
     ExecFailure { kind: FailureKind::Internal, message }
 }
 
-fn cid_param(source: &SpecConfig) -> Result<(crate::content::Cid, String), ExecFailure> {
+fn cid_param(source: &SpecConfig) -> Result<(Cid, String), ExecFailure> {
     let raw = source.param_str("CID").ok_or_else(|| ExecFailure {
         kind: FailureKind::InvalidSpec,
         message: "ipfs input needs a CID parameter".into(),

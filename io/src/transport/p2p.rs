@@ -1218,7 +1218,7 @@ impl Driver {
             BehaviourEvent::Rr(request_response::Event::InboundFailure { peer, error, .. }) => {
                 tracing::debug!(%peer, %error, "inbound request failed");
             }
-            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) if self.learn_peer_addrs => {
                 for (peer, addr) in found {
                     self.learn_addr(peer, addr);
                     self.dial(peer);

@@ -37,8 +37,8 @@ pub const MAX_CAR_UPLOAD: u64 = 64 << 30;
 /// Routes (merged into the main router).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/ipfs/{*path}", get(gateway).head(gateway))
-        .route("/local/ipfs/{*path}", get(local_gateway).head(local_gateway))
+        .route("/ipfs/{*path}", get(gateway::<true>).head(gateway::<true>))
+        .route("/local/ipfs/{*path}", get(gateway::<false>).head(gateway::<false>))
         .route("/api/v1/data/car", post(import_car))
         .route("/results/{file}", get(result_archive))
 }
@@ -91,44 +91,30 @@ fn store_of(s: &AppState) -> Result<ContentStore, ApiErr> {
     })
 }
 
-async fn gateway(
+/// `/ipfs/...` (`FETCH`: missing content is fetched from peers first) and `/local/ipfs/...`
+/// (only what this node holds).
+async fn gateway<const FETCH: bool>(
     State(s): State<AppState>,
     Path(path): Path<String>,
     Query(q): Query<GatewayQuery>,
     headers: HeaderMap,
     method: axum::http::Method,
 ) -> Result<Response, ApiErr> {
-    serve(s, path, q, headers, method, true).await
+    serve(s, path, q, headers, method, FETCH).await
 }
 
-async fn local_gateway(
-    State(s): State<AppState>,
-    Path(path): Path<String>,
-    Query(q): Query<GatewayQuery>,
-    headers: HeaderMap,
-    method: axum::http::Method,
-) -> Result<Response, ApiErr> {
-    serve(s, path, q, headers, method, false).await
-}
-
-/// Makes `root`'s DAG local, fetching it from peers and gateways if it is incomplete.
+/// Makes `root`'s DAG local, fetching it from peers and gateways if it is incomplete. With no
+/// source known, the request is answered from what is here (a 404 for what is not).
 async fn fetch_missing(s: &AppState, store: &ContentStore, root: Cid) -> Result<(), ApiErr> {
-    let st = store.clone();
-    if blocking(move || st.first_missing(&root)).await?.is_none() {
-        return Ok(());
+    let Some(sources) = &s.content_sources else { return Ok(()) };
+    match sources.make_local(store, &root).await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.remote(), Some(gadus_io::content::RemoteError::NoGateways)) => Ok(()),
+        Err(e) => Err(ApiErr::not_found(format!(
+            "{root} is not on this node and no peer delivered it: {e}"
+        ))
+        .component("Content")),
     }
-    let bases = s.content_sources.as_ref().map(|c| c.all()).unwrap_or_default();
-    if bases.is_empty() {
-        return Ok(()); // answered below from what is here (404 for what is not)
-    }
-    let client =
-        gadus_io::content::GatewayClient::new(bases, gadus_io::content::GatewayOptions::default())
-            .map_err(content_err)?;
-    client.fetch_dag(store, &root, true).await.map_err(|e| {
-        ApiErr::not_found(format!("{root} is not on this node and no peer delivered it: {e}"))
-            .component("Content")
-    })?;
-    Ok(())
 }
 
 async fn serve(
@@ -381,7 +367,7 @@ async fn result_archive(
         .await
         .map_err(|_| ApiErr::not_found(format!("no result archive {file:?} on this node")))?;
     let len = f.metadata().await.map(|m| m.len()).ok();
-    let mut r = Body::from_stream(tokio_util_stream(f)).into_response();
+    let mut r = Body::from_stream(file_chunks(f)).into_response();
     let h = r.headers_mut();
     if let Ok(v) = "application/gzip".parse() {
         h.insert(header::CONTENT_TYPE, v);
@@ -395,7 +381,7 @@ async fn result_archive(
 }
 
 /// A file as a stream of 64 KiB chunks.
-fn tokio_util_stream(
+fn file_chunks(
     f: tokio::fs::File,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
     futures::stream::unfold(Some(f), |state| async move {

@@ -34,7 +34,7 @@ pub fn cid(a: CidArgs) -> anyhow::Result<ExitCode> {
     // Import into a real store (fjall on disk): same bytes, blocks written and committed.
     let dir = tempfile::tempdir()?;
     let store = ContentStore::open(dir.path().join("store")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let data = pseudo_random(bytes);
+    let data = gadus_io::content::pseudo_random_bytes(bytes);
     let s = Instant::now();
     store.import_reader(std::io::Cursor::new(&data), &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store_mib_s = bytes as f64 / (1 << 20) as f64 / s.elapsed().as_secs_f64().max(1e-9);
@@ -55,18 +55,6 @@ pub fn cid(a: CidArgs) -> anyhow::Result<ExitCode> {
         })
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn pseudo_random(n: usize) -> Vec<u8> {
-    let mut data = vec![0u8; n];
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    for chunk in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    data
 }
 
 /// `bench wasm-exec` options.
