@@ -21,7 +21,7 @@ use crate::content::{
     Cid, ContentError, ContentStore, GatewayClient, GatewayOptions, ImportOptions, LocalError,
     RemoteError, parse_content_path,
 };
-use crate::executor::PreparedInput;
+use crate::executor::{PreparedInput, failure};
 
 /// Where missing content may come from: peers' API base URLs (updated by the node as the
 /// cluster changes) and static gateways from the config.
@@ -98,17 +98,15 @@ impl IpfsProvider {
                     "CID {root} is not in this node's store and no peers or gateways are known"
                 ),
             },
-            _ if e.local().is_some() => internal(format!("fetching {root}: {e}")),
+            _ if e.local().is_some() => {
+                failure(FailureKind::Internal, format!("fetching {root}: {e}"))
+            }
             _ => ExecFailure {
                 kind: FailureKind::InputUnavailable,
                 message: format!("fetching {root}: {e}"),
             },
         })
     }
-}
-
-fn internal(message: String) -> ExecFailure {
-    ExecFailure { kind: FailureKind::Internal, message }
 }
 
 fn cid_param(source: &SpecConfig) -> Result<(Cid, String), ExecFailure> {
@@ -146,7 +144,7 @@ impl InputProvider for IpfsProvider {
             store.export(&cid, &d)
         })
         .await
-        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| failure(FailureKind::Internal, e.to_string()))?
         .map_err(|e| ExecFailure {
             kind: FailureKind::InputUnavailable,
             message: format!("exporting {root}: {e}"),
@@ -196,7 +194,7 @@ impl Publisher for IpfsPublisher {
             store.import_path(&dir, &ImportOptions::kubo_v0().with_pin(true))
         })
         .await
-        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| failure(FailureKind::Internal, e.to_string()))?
         .map_err(|e| ExecFailure {
             kind: FailureKind::PublishFailed,
             message: format!("importing results into the content store: {e}"),

@@ -47,7 +47,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::url::{UrlPolicy, vet_url};
 use super::{InputProvider, Progress, Publisher};
-use crate::executor::PreparedInput;
+use crate::executor::{PreparedInput, failure};
 
 /// Files larger than this are uploaded in parts (S3 parts must be at least 5 MiB).
 pub const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
@@ -146,7 +146,9 @@ impl Connector {
             .param_str("Bucket")
             .map(str::trim)
             .filter(|b| !b.is_empty())
-            .ok_or_else(|| spec_error(format!("{who}: missing Bucket parameter")))?
+            .ok_or_else(|| {
+                failure(FailureKind::InvalidSpec, format!("{who}: missing Bucket parameter"))
+            })?
             .to_string();
         let region = spec
             .param_str("Region")
@@ -161,12 +163,18 @@ impl Connector {
             && bucket != ".."
             && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !bucket_ok {
-            return Err(spec_error(format!("{who}: invalid Bucket {bucket:?}")));
+            return Err(failure(
+                FailureKind::InvalidSpec,
+                format!("{who}: invalid Bucket {bucket:?}"),
+            ));
         }
         let region_ok =
             region.len() <= 64 && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !region_ok {
-            return Err(spec_error(format!("{who}: invalid Region {region:?}")));
+            return Err(failure(
+                FailureKind::InvalidSpec,
+                format!("{who}: invalid Region {region:?}"),
+            ));
         }
         let endpoint = spec
             .param_str("Endpoint")
@@ -196,8 +204,12 @@ impl Connector {
             .with_timeout(self.config.request_timeout)
             .with_connect_timeout(Duration::from_secs(30));
         if let Some(endpoint) = &target.endpoint {
-            let parsed = url::Url::parse(endpoint)
-                .map_err(|e| spec_error(format!("{who}: invalid Endpoint {endpoint:?}: {e}")))?;
+            let parsed = url::Url::parse(endpoint).map_err(|e| {
+                failure(
+                    FailureKind::InvalidSpec,
+                    format!("{who}: invalid Endpoint {endpoint:?}: {e}"),
+                )
+            })?;
             let from_spec = spec.param_str("Endpoint").is_some_and(|e| !e.trim().is_empty());
             if from_spec {
                 vet_url(&self.config.endpoint_policy, &parsed, who).await?;
@@ -215,7 +227,9 @@ impl Connector {
                 builder = builder.with_token(token);
             }
         }
-        builder.build().map_err(|e| spec_error(format!("{who}: cannot configure S3 client: {e}")))
+        builder.build().map_err(|e| {
+            failure(FailureKind::InvalidSpec, format!("{who}: cannot configure S3 client: {e}"))
+        })
     }
 }
 
@@ -247,14 +261,19 @@ impl S3InputProvider {
         let list_path = match dir.trim_end_matches('/') {
             "" => None,
             d => Some(ObjectPath::parse(d).map_err(|e| {
-                spec_error(format!("s3: Key {key:?} is not a valid object path: {e}"))
+                failure(
+                    FailureKind::InvalidSpec,
+                    format!("s3: Key {key:?} is not a valid object path: {e}"),
+                )
             })?),
         };
         let mut listing = store.list(list_path.as_ref());
         let mut planned = Vec::new();
         let mut total: u64 = 0;
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| unavailable(format!("s3: listing {key:?} failed: {e}")))?;
+            let meta = meta.map_err(|e| {
+                failure(FailureKind::InputUnavailable, format!("s3: listing {key:?} failed: {e}"))
+            })?;
             let object_key = meta.location.as_ref();
             if !object_key.starts_with(prefix) || object_key.ends_with('/') {
                 continue;
@@ -263,25 +282,34 @@ impl S3InputProvider {
                 continue;
             }
             let rel = safe_relative(&object_key[dir_len..]).ok_or_else(|| {
-                unavailable(format!("s3: object key {object_key:?} would leave the input folder"))
+                failure(
+                    FailureKind::InputUnavailable,
+                    format!("s3: object key {object_key:?} would leave the input folder"),
+                )
             })?;
             total = total.saturating_add(meta.size);
             if planned.len() as u64 >= config.max_input_objects {
-                return Err(unavailable(format!(
-                    "s3: more than {} objects under {key:?}",
-                    config.max_input_objects
-                )));
+                return Err(failure(
+                    FailureKind::InputUnavailable,
+                    format!("s3: more than {} objects under {key:?}", config.max_input_objects),
+                ));
             }
             if total > config.max_input_bytes {
-                return Err(unavailable(format!(
-                    "s3: objects under {key:?} exceed the node's limit of {} bytes",
-                    config.max_input_bytes
-                )));
+                return Err(failure(
+                    FailureKind::InputUnavailable,
+                    format!(
+                        "s3: objects under {key:?} exceed the node's limit of {} bytes",
+                        config.max_input_bytes
+                    ),
+                ));
             }
             planned.push((meta.location.clone(), rel));
         }
         if planned.is_empty() {
-            return Err(unavailable(format!("s3: no objects match {key:?}")));
+            return Err(failure(
+                FailureKind::InputUnavailable,
+                format!("s3: no objects match {key:?}"),
+            ));
         }
         let mut budget = config.max_input_bytes;
         for (i, (location, rel)) in planned.iter().enumerate() {
@@ -293,7 +321,10 @@ impl S3InputProvider {
             let dest = work_dir.join(rel);
             if let Some(parent) = dest.parent() {
                 tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                    internal(format!("s3: cannot create {}: {e}", parent.display()))
+                    failure(
+                        FailureKind::Internal,
+                        format!("s3: cannot create {}: {e}", parent.display()),
+                    )
                 })?;
             }
             let got = get_to_file(store, location, &dest, budget).await?;
@@ -319,12 +350,11 @@ impl InputProvider for S3InputProvider {
         let t = self.connector.target(source, "s3")?;
         let key = source.param_str("Key").unwrap_or("").trim_start_matches('/').to_string();
         let filter = match source.param_str("Filter").filter(|f| !f.is_empty()) {
-            Some(f) => Some(
-                regex::RegexBuilder::new(f)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| spec_error(format!("s3: invalid Filter {f:?}: {e}")))?,
-            ),
+            Some(f) => {
+                Some(regex::RegexBuilder::new(f).size_limit(1 << 20).build().map_err(|e| {
+                    failure(FailureKind::InvalidSpec, format!("s3: invalid Filter {f:?}: {e}"))
+                })?)
+            }
             None => None,
         };
         let store = self.connector.store(source, &t, "s3").await?;
@@ -337,8 +367,12 @@ impl InputProvider for S3InputProvider {
             self.download_prefix(&store, &key, filter.as_ref(), work_dir, progress).await?;
             return Ok(as_folder);
         }
-        let location = ObjectPath::parse(&key)
-            .map_err(|e| spec_error(format!("s3: Key {key:?} is not a valid object path: {e}")))?;
+        let location = ObjectPath::parse(&key).map_err(|e| {
+            failure(
+                FailureKind::InvalidSpec,
+                format!("s3: Key {key:?} is not a valid object path: {e}"),
+            )
+        })?;
         // Users often name a folder without its trailing `/`: if anything lives under `Key/`,
         // that is what they meant. (Listing rather than a HEAD on the key: some S3-compatible
         // servers answer a HEAD on a folder-like key with an error instead of 404.) A listing
@@ -367,37 +401,51 @@ async fn get_to_file(
     let result = async {
         let got = store.get(location).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => {
-                unavailable(format!("s3: object {location} not found"))
+                failure(FailureKind::InputUnavailable, format!("s3: object {location} not found"))
             }
-            e => unavailable(format!("s3: fetching {location} failed: {e}")),
+            e => failure(
+                FailureKind::InputUnavailable,
+                format!("s3: fetching {location} failed: {e}"),
+            ),
         })?;
         if got.meta.size > budget {
-            return Err(unavailable(format!(
-                "s3: object {location} ({} bytes) exceeds the node's input limit",
-                got.meta.size
-            )));
+            return Err(failure(
+                FailureKind::InputUnavailable,
+                format!(
+                    "s3: object {location} ({} bytes) exceeds the node's input limit",
+                    got.meta.size
+                ),
+            ));
         }
-        let mut file = tokio::fs::File::create_new(dest)
-            .await
-            .map_err(|e| internal(format!("s3: cannot create {}: {e}", dest.display())))?;
+        let mut file = tokio::fs::File::create_new(dest).await.map_err(|e| {
+            failure(FailureKind::Internal, format!("s3: cannot create {}: {e}", dest.display()))
+        })?;
         let mut stream = got.into_stream();
         let mut written: u64 = 0;
         while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| unavailable(format!("s3: reading {location} failed: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                failure(
+                    FailureKind::InputUnavailable,
+                    format!("s3: reading {location} failed: {e}"),
+                )
+            })?;
             written += chunk.len() as u64;
             if written > budget {
-                return Err(unavailable(format!(
-                    "s3: object {location} exceeds the node's input limit"
-                )));
+                return Err(failure(
+                    FailureKind::InputUnavailable,
+                    format!("s3: object {location} exceeds the node's input limit"),
+                ));
             }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| internal(format!("s3: writing {} failed: {e}", dest.display())))?;
+            file.write_all(&chunk).await.map_err(|e| {
+                failure(
+                    FailureKind::Internal,
+                    format!("s3: writing {} failed: {e}", dest.display()),
+                )
+            })?;
         }
-        file.flush()
-            .await
-            .map_err(|e| internal(format!("s3: writing {} failed: {e}", dest.display())))?;
+        file.flush().await.map_err(|e| {
+            failure(FailureKind::Internal, format!("s3: writing {} failed: {e}", dest.display()))
+        })?;
         Ok(written)
     }
     .await;
@@ -428,7 +476,8 @@ fn safe_relative(rel: &str) -> Option<PathBuf> {
 }
 
 async fn set_read_only(path: &Path) -> Result<(), ExecFailure> {
-    let io_err = |e: std::io::Error| internal(format!("s3: {}: {e}", path.display()));
+    let io_err =
+        |e: std::io::Error| failure(FailureKind::Internal, format!("s3: {}: {e}", path.display()));
     let mut perms = tokio::fs::metadata(path).await.map_err(io_err)?.permissions();
     perms.set_readonly(true);
     tokio::fs::set_permissions(path, perms).await.map_err(io_err)
@@ -488,19 +537,19 @@ impl Publisher for S3Publisher {
         results_dir: &Path,
     ) -> Result<SpecConfig, ExecFailure> {
         let t = self.connector.target(spec, "s3 publisher")?;
-        let raw_key = spec
-            .param_str("Key")
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| spec_error("s3 publisher: missing Key parameter".into()))?;
+        let raw_key =
+            spec.param_str("Key").map(str::trim).filter(|k| !k.is_empty()).ok_or_else(|| {
+                failure(FailureKind::InvalidSpec, "s3 publisher: missing Key parameter")
+            })?;
         let encoding = match spec.param_str("Encoding").map(str::trim) {
             None | Some("") => Encoding::Gzip,
             Some(e) if e.eq_ignore_ascii_case("gzip") => Encoding::Gzip,
             Some(e) if e.eq_ignore_ascii_case("plain") => Encoding::Plain,
             Some(e) => {
-                return Err(spec_error(format!(
-                    "s3 publisher: unknown Encoding {e:?} (gzip or plain)"
-                )));
+                return Err(failure(
+                    FailureKind::InvalidSpec,
+                    format!("s3 publisher: unknown Encoding {e:?} (gzip or plain)"),
+                ));
             }
         };
         let key = substitute_key(
@@ -517,8 +566,9 @@ impl Publisher for S3Publisher {
                 // As Bacalhau does: an archive key always ends in `.tar.gz`.
                 let key = if key.ends_with(".tar.gz") { key } else { format!("{key}.tar.gz") };
                 let location = object_path(&key)?;
-                let archive = tempfile::NamedTempFile::new()
-                    .map_err(|e| internal(format!("s3 publisher: temporary file: {e}")))?;
+                let archive = tempfile::NamedTempFile::new().map_err(|e| {
+                    failure(FailureKind::Internal, format!("s3 publisher: temporary file: {e}"))
+                })?;
                 let (file, archive_path) = archive.into_parts();
                 let dir = results_dir.to_path_buf();
                 tokio::task::spawn_blocking(move || {
@@ -527,9 +577,17 @@ impl Publisher for S3Publisher {
                         .and_then(|f| f.sync_all())
                 })
                 .await
-                .map_err(|e| internal(format!("s3 publisher: packing task failed: {e}")))?
                 .map_err(|e| {
-                    internal(format!("s3 publisher: packing {} failed: {e}", results_dir.display()))
+                    failure(
+                        FailureKind::Internal,
+                        format!("s3 publisher: packing task failed: {e}"),
+                    )
+                })?
+                .map_err(|e| {
+                    failure(
+                        FailureKind::Internal,
+                        format!("s3 publisher: packing {} failed: {e}", results_dir.display()),
+                    )
                 })?;
                 upload_file(&store, &location, &archive_path).await?;
                 key
@@ -561,7 +619,10 @@ impl Publisher for S3Publisher {
 
 fn object_path(key: &str) -> Result<ObjectPath, ExecFailure> {
     ObjectPath::parse(key.trim_end_matches('/')).map_err(|e| {
-        spec_error(format!("s3 publisher: Key {key:?} is not a valid object path: {e}"))
+        failure(
+            FailureKind::InvalidSpec,
+            format!("s3 publisher: Key {key:?} is not a valid object path: {e}"),
+        )
     })
 }
 
@@ -569,7 +630,7 @@ fn object_path(key: &str) -> Result<ObjectPath, ExecFailure> {
 /// could link a host file into its outputs.
 async fn regular_files(root: &Path) -> Result<Vec<PathBuf>, ExecFailure> {
     let io_err = |p: &Path, e: std::io::Error| {
-        internal(format!("s3 publisher: reading {}: {e}", p.display()))
+        failure(FailureKind::Internal, format!("s3 publisher: reading {}: {e}", p.display()))
     };
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -596,8 +657,9 @@ async fn upload_file(
     location: &ObjectPath,
     path: &Path,
 ) -> Result<(), ExecFailure> {
-    let io_err =
-        |e: std::io::Error| internal(format!("s3 publisher: reading {}: {e}", path.display()));
+    let io_err = |e: std::io::Error| {
+        failure(FailureKind::Internal, format!("s3 publisher: reading {}: {e}", path.display()))
+    };
     let put_err = |e: object_store::Error| ExecFailure {
         kind: FailureKind::PublishFailed,
         message: format!("s3 publisher: uploading {location} failed: {e}"),
@@ -630,16 +692,4 @@ async fn upload_file(
     }
     writer.finish().await.map_err(put_err)?;
     Ok(())
-}
-
-fn spec_error(message: String) -> ExecFailure {
-    ExecFailure { kind: FailureKind::InvalidSpec, message }
-}
-
-fn unavailable(message: String) -> ExecFailure {
-    ExecFailure { kind: FailureKind::InputUnavailable, message }
-}
-
-fn internal(message: String) -> ExecFailure {
-    ExecFailure { kind: FailureKind::Internal, message }
 }

@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 use url::{Host, Url};
 
 use super::{InputProvider, Progress};
-use crate::executor::PreparedInput;
+use crate::executor::{PreparedInput, failure};
 
 /// Most redirects followed for one download (the common browser and curl default).
 pub const MAX_REDIRECTS: usize = 10;
@@ -183,14 +183,19 @@ impl UrlDownloadProvider {
             if let Some(domain) = &domain {
                 builder = builder.resolve_to_addrs(domain, &addrs);
             }
-            let client = builder
-                .build()
-                .map_err(|e| internal(format!("urlDownload: cannot build HTTP client: {e}")))?;
+            let client = builder.build().map_err(|e| {
+                failure(
+                    FailureKind::Internal,
+                    format!("urlDownload: cannot build HTTP client: {e}"),
+                )
+            })?;
             let shown = redact(&url);
-            let mut resp =
-                client.get(url.clone()).send().await.map_err(|e| {
-                    unavailable(format!("urlDownload: request to {shown} failed: {e}"))
-                })?;
+            let mut resp = client.get(url.clone()).send().await.map_err(|e| {
+                failure(
+                    FailureKind::InputUnavailable,
+                    format!("urlDownload: request to {shown} failed: {e}"),
+                )
+            })?;
             let status = resp.status();
             if status.is_redirection() {
                 let location = resp
@@ -198,48 +203,66 @@ impl UrlDownloadProvider {
                     .get(reqwest::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| {
-                        unavailable(format!(
-                            "urlDownload: {shown} answered {status} without Location"
-                        ))
+                        failure(
+                            FailureKind::InputUnavailable,
+                            format!("urlDownload: {shown} answered {status} without Location"),
+                        )
                     })?;
                 let next = url.join(location).map_err(|e| {
-                    unavailable(format!("urlDownload: {shown} redirected to a bad URL: {e}"))
+                    failure(
+                        FailureKind::InputUnavailable,
+                        format!("urlDownload: {shown} redirected to a bad URL: {e}"),
+                    )
                 })?;
                 progress.report(&format!("redirected from {shown} to {}", redact(&next)));
                 url = next;
                 continue;
             }
             if !status.is_success() {
-                return Err(unavailable(format!("urlDownload: {shown} answered {status}")));
+                return Err(failure(
+                    FailureKind::InputUnavailable,
+                    format!("urlDownload: {shown} answered {status}"),
+                ));
             }
             let max = self.policy.max_bytes;
             let total = resp.content_length();
             if let Some(len) = total
                 && len > max
             {
-                return Err(unavailable(format!(
-                    "urlDownload: {shown} is {len} bytes, over the node's limit of {max}"
-                )));
+                return Err(failure(
+                    FailureKind::InputUnavailable,
+                    format!("urlDownload: {shown} is {len} bytes, over the node's limit of {max}"),
+                ));
             }
             let mut file = tokio::fs::File::create_new(dest).await.map_err(|e| {
-                internal(format!("urlDownload: cannot create {}: {e}", dest.display()))
+                failure(
+                    FailureKind::Internal,
+                    format!("urlDownload: cannot create {}: {e}", dest.display()),
+                )
             })?;
             progress.report(&format!("downloading {shown}{}", of_total(0, total)));
             let mut got: u64 = 0;
             let mut last_report = Instant::now();
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .map_err(|e| unavailable(format!("urlDownload: reading {shown} failed: {e}")))?
-            {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| {
+                failure(
+                    FailureKind::InputUnavailable,
+                    format!("urlDownload: reading {shown} failed: {e}"),
+                )
+            })? {
                 got += chunk.len() as u64;
                 if got > max {
-                    return Err(unavailable(format!(
-                        "urlDownload: {shown} sent more than the node's limit of {max} bytes"
-                    )));
+                    return Err(failure(
+                        FailureKind::InputUnavailable,
+                        format!(
+                            "urlDownload: {shown} sent more than the node's limit of {max} bytes"
+                        ),
+                    ));
                 }
                 file.write_all(&chunk).await.map_err(|e| {
-                    internal(format!("urlDownload: writing {} failed: {e}", dest.display()))
+                    failure(
+                        FailureKind::Internal,
+                        format!("urlDownload: writing {} failed: {e}", dest.display()),
+                    )
                 })?;
                 if last_report.elapsed() >= Duration::from_secs(1) {
                     last_report = Instant::now();
@@ -247,12 +270,18 @@ impl UrlDownloadProvider {
                 }
             }
             file.flush().await.map_err(|e| {
-                internal(format!("urlDownload: writing {} failed: {e}", dest.display()))
+                failure(
+                    FailureKind::Internal,
+                    format!("urlDownload: writing {} failed: {e}", dest.display()),
+                )
             })?;
             progress.report(&format!("downloaded {shown} ({})", mib(got)));
             return Ok(got);
         }
-        Err(unavailable(format!("urlDownload: more than {MAX_REDIRECTS} redirects")))
+        Err(failure(
+            FailureKind::InputUnavailable,
+            format!("urlDownload: more than {MAX_REDIRECTS} redirects"),
+        ))
     }
 }
 
@@ -269,19 +298,23 @@ impl InputProvider for UrlDownloadProvider {
         work_dir: &Path,
         progress: &dyn Progress,
     ) -> Result<PreparedInput, ExecFailure> {
-        let raw = source
-            .param_str("URL")
-            .ok_or_else(|| spec_error("urlDownload: missing URL parameter".into()))?;
-        let url = Url::parse(raw.trim())
-            .map_err(|e| spec_error(format!("urlDownload: invalid URL {raw:?}: {e}")))?;
+        let raw = source.param_str("URL").ok_or_else(|| {
+            failure(FailureKind::InvalidSpec, "urlDownload: missing URL parameter")
+        })?;
+        let url = Url::parse(raw.trim()).map_err(|e| {
+            failure(FailureKind::InvalidSpec, format!("urlDownload: invalid URL {raw:?}: {e}"))
+        })?;
         let dest = work_dir.join(file_name(&url));
         let result = tokio::time::timeout(self.policy.timeout, self.download(url, &dest, progress))
             .await
             .unwrap_or_else(|_| {
-                Err(unavailable(format!(
-                    "urlDownload: download did not finish within {:?}",
-                    self.policy.timeout
-                )))
+                Err(failure(
+                    FailureKind::InputUnavailable,
+                    format!(
+                        "urlDownload: download did not finish within {:?}",
+                        self.policy.timeout
+                    ),
+                ))
             });
         if let Err(e) = result {
             // Leave no partial file behind for the task to mistake for the input.
@@ -317,34 +350,45 @@ pub(crate) async fn vet_url(
     who: &str,
 ) -> Result<(Option<String>, Vec<SocketAddr>), ExecFailure> {
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(spec_error(format!(
-            "{who}: scheme {:?} is not allowed (http and https only)",
-            url.scheme()
-        )));
+        return Err(failure(
+            FailureKind::InvalidSpec,
+            format!("{who}: scheme {:?} is not allowed (http and https only)", url.scheme()),
+        ));
     }
     let port = url
         .port_or_known_default()
-        .ok_or_else(|| spec_error(format!("{who}: {url} has no port")))?;
+        .ok_or_else(|| failure(FailureKind::InvalidSpec, format!("{who}: {url} has no port")))?;
     let (domain, addrs) = match url.host() {
         Some(Host::Ipv4(ip)) => (None, vec![SocketAddr::new(IpAddr::V4(ip), port)]),
         Some(Host::Ipv6(ip)) => (None, vec![SocketAddr::new(IpAddr::V6(ip), port)]),
         Some(Host::Domain(name)) => {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
                 .await
-                .map_err(|e| unavailable(format!("{who}: cannot resolve {name:?}: {e}")))?
+                .map_err(|e| {
+                    failure(
+                        FailureKind::InputUnavailable,
+                        format!("{who}: cannot resolve {name:?}: {e}"),
+                    )
+                })?
                 .collect();
             if addrs.is_empty() {
-                return Err(unavailable(format!("{who}: {name:?} has no address")));
+                return Err(failure(
+                    FailureKind::InputUnavailable,
+                    format!("{who}: {name:?} has no address"),
+                ));
             }
             (Some(name.to_string()), addrs)
         }
-        None => return Err(spec_error(format!("{who}: {url} has no host"))),
+        None => return Err(failure(FailureKind::InvalidSpec, format!("{who}: {url} has no host"))),
     };
     // Every answer must pass: a name resolving to one public and one internal address would
     // otherwise let the client pick the internal one.
     for addr in &addrs {
         if let Err(why) = permits(policy, *addr) {
-            return Err(spec_error(format!("{who}: {} refused by policy: {why}", redact(url))));
+            return Err(failure(
+                FailureKind::InvalidSpec,
+                format!("{who}: {} refused by policy: {why}", redact(url)),
+            ));
         }
     }
     Ok((domain, addrs))
@@ -383,24 +427,12 @@ fn of_total(got: u64, total: Option<u64>) -> String {
 }
 
 async fn make_read_only(path: &Path) -> Result<(), ExecFailure> {
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| internal(format!("urlDownload: {}: {e}", path.display())))?;
+    let meta = tokio::fs::metadata(path).await.map_err(|e| {
+        failure(FailureKind::Internal, format!("urlDownload: {}: {e}", path.display()))
+    })?;
     let mut perms = meta.permissions();
     perms.set_readonly(true);
-    tokio::fs::set_permissions(path, perms)
-        .await
-        .map_err(|e| internal(format!("urlDownload: {}: {e}", path.display())))
-}
-
-fn spec_error(message: String) -> ExecFailure {
-    ExecFailure { kind: FailureKind::InvalidSpec, message }
-}
-
-fn unavailable(message: String) -> ExecFailure {
-    ExecFailure { kind: FailureKind::InputUnavailable, message }
-}
-
-fn internal(message: String) -> ExecFailure {
-    ExecFailure { kind: FailureKind::Internal, message }
+    tokio::fs::set_permissions(path, perms).await.map_err(|e| {
+        failure(FailureKind::Internal, format!("urlDownload: {}: {e}", path.display()))
+    })
 }
