@@ -15,6 +15,7 @@
 //! --local`, `devstack` and the tests all go through it.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod logs;
 pub mod metrics;
@@ -310,7 +311,7 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
     let mut info = match &compute_cfg {
         Some(c) => {
             let mut i = gadus_core::orchestrator::node_info_from(
-                &gadus_core::compute::Compute::new(c.clone(), store::now()).advert(),
+                &gadus_core::compute::Compute::new(c.clone(), clock::system_now()).advert(),
             );
             i.node_type = NodeType::Compute;
             i
@@ -334,6 +335,7 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         executions_dir,
         orchestrator: cfg.orchestrator.enabled,
         changes: tokio::sync::watch::channel(0).0,
+        clock: clock::Clock::System,
     });
     let (transport, p2p_rx, p2p) = if opts.without_network {
         (None, None, None)

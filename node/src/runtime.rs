@@ -31,9 +31,10 @@ use gadus_io::transport::{Inbound, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
+use crate::clock::Clock;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
-use crate::store::{Store, now};
+use crate::store::Store;
 
 /// An input to the loop.
 pub enum Input {
@@ -104,6 +105,8 @@ pub struct Shared {
     pub orchestrator: bool,
     /// Bumped after every commit: long-polling readers wait on it.
     pub changes: tokio::sync::watch::Sender<u64>,
+    /// Where the loop reads the time.
+    pub clock: Clock,
 }
 
 /// Everything a compute node needs to do the work.
@@ -222,7 +225,7 @@ impl Runtime {
         adapters: Adapters,
         seed: u64,
     ) -> Result<(Handle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
-        let t = now();
+        let t = shared.clock.now();
         let orch = match orch_cfg {
             Some(cfg) => {
                 let records = shared.store.load_orchestrator()?;
@@ -267,9 +270,12 @@ impl Runtime {
         self.round(Vec::new()).await;
         loop {
             let deadline = self.next_deadline();
-            let wait = deadline.map(|d| d.since(now()));
+            let wait = deadline.map(|d| d.since(self.shared.clock.now()));
             let first = match wait {
+                // `biased`: tokio picks select branches at random otherwise, and the tier-2
+                // simulation needs the same choice on every replay of a seed.
                 Some(w) => tokio::select! {
+                    biased;
                     i = self.rx.recv() => i,
                     () = tokio::time::sleep(w) => {
                         self.round(Vec::new()).await;
@@ -317,7 +323,7 @@ impl Runtime {
 
     /// One round: feed, settle, commit once, then act.
     async fn round(&mut self, inputs: Vec<Input>) {
-        let t = now();
+        let t = self.shared.clock.now();
         let mut batch = Batch::default();
         let n_inputs = inputs.len();
         for input in inputs {

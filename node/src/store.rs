@@ -32,7 +32,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use gadus_core::compute::ComputeRecord;
-use gadus_core::model::{Evaluation, JobHistory, Timestamp, parse_selector};
+use gadus_core::model::{Evaluation, JobHistory, parse_selector};
 use gadus_core::orchestrator::{ExecRecord, JobRecord, NodeRecord, Record};
 
 /// A failure of the local disk or database (the node's fault, not the caller's).
@@ -58,6 +58,19 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    mode: CommitMode,
+}
+
+/// How [`Store::commit_async`] makes a batch durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Sync the journal to disk (`SyncData`) on a blocking thread: `gadus serve`.
+    #[default]
+    Durable,
+    /// Hand the journal to the OS and return on the calling task. For the tier-2 simulation:
+    /// its crashes are simulated (the process lives on, so the OS keeps what was written), and
+    /// a blocking thread would let wall-clock time decide when the commit lands (turmoil#139).
+    Simulated,
 }
 
 struct Inner {
@@ -135,6 +148,11 @@ pub struct JobQuery {
 impl Store {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, CommitMode::Durable)
+    }
+
+    /// Opens (or creates) the database under `dir`, committing as `mode` says.
+    pub fn open_with(dir: &Path, mode: CommitMode) -> Result<Store, StoreError> {
         let db = Database::builder(dir).open()?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let inner = Inner {
@@ -150,7 +168,7 @@ impl Store {
             compute: ks("compute")?,
             db,
         };
-        Ok(Store { inner: Arc::new(inner) })
+        Ok(Store { inner: Arc::new(inner), mode })
     }
 
     /// Writes every record atomically and syncs to disk before returning.
@@ -198,16 +216,22 @@ impl Store {
             }
         }
         b.commit()?;
-        i.db.persist(PersistMode::SyncData)?;
+        i.db.persist(match self.mode {
+            CommitMode::Durable => PersistMode::SyncData,
+            CommitMode::Simulated => PersistMode::Buffer,
+        })?;
         Ok(())
     }
 
-    /// [`Store::commit`] on a blocking thread.
+    /// [`Store::commit`] on a blocking thread (in [`CommitMode::Simulated`], on this task).
     pub async fn commit_async(
         &self,
         orch: Vec<Record>,
         compute: Vec<ComputeRecord>,
     ) -> Result<(), StoreError> {
+        if self.mode == CommitMode::Simulated {
+            return self.commit(&orch, &compute);
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.commit(&orch, &compute))
             .await
@@ -441,10 +465,4 @@ fn decode_token(t: &str) -> Result<Vec<u8>, BadQuery> {
         return Err(BadQuery(format!("invalid next_token {t:?}")));
     }
     Ok(bytes)
-}
-
-/// Now as the core's timestamp (the driver reads the clock; the core never does).
-pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
