@@ -26,9 +26,19 @@ pub async fn request(
     path: &str,
     body: Option<String>,
 ) -> Result<Answer, String> {
-    tokio::time::timeout(REQUEST_TIMEOUT, attempt(host, method, path, body))
+    let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, attempt(host, method, path, body))
         .await
-        .map_err(|_| "timed out".to_string())?
+        .map_err(|_| "timed out".to_string())??;
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok(Answer { status, body })
+}
+
+/// `GET path` on `host`'s API, as text (`/metrics`).
+pub async fn request_text(host: &str, path: &str) -> Result<String, String> {
+    let (_, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, attempt(host, "GET", path, None))
+        .await
+        .map_err(|_| "timed out".to_string())??;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn attempt(
@@ -36,7 +46,7 @@ async fn attempt(
     method: &str,
     path: &str,
     body: Option<String>,
-) -> Result<Answer, String> {
+) -> Result<(u16, Bytes), String> {
     let stream = turmoil::net::TcpStream::connect((host, API_PORT))
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -54,6 +64,5 @@ async fn attempt(
     let resp = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Ok(Answer { status, body })
+    Ok((status, bytes))
 }
