@@ -79,6 +79,11 @@ impl Executor for SimExecutor {
             c.remove(&ctx.execution_id);
         }
         self.rec.line(format!("exec {} {end} {}", self.node, ctx.execution_id));
+        match end {
+            "cancelled" => self.rec.mark("execution-cancelled"),
+            "timeout" => self.rec.mark("execution-timeout"),
+            _ => {}
+        }
         match (end, outcome.as_str()) {
             ("cancelled", _) => Err((failure(FailureKind::Internal, "cancelled"), None)),
             ("timeout", _) => Err((failure(FailureKind::Timeout, "execution timed out"), None)),

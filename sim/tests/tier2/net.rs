@@ -133,6 +133,9 @@ async fn dial(
             }
         };
         rec.line(format!("link {id}->{peer} down ({why})"));
+        if why == "ack timeout" {
+            rec.mark("stalled-link-redialled");
+        }
         let _ = inbound.send(Inbound::PeerDown { node: peer.clone() }).await;
         tokio::time::sleep(REDIAL).await;
     }

@@ -16,6 +16,7 @@ struct State {
 
     running: BTreeMap<String, u32>,
     max_running: BTreeMap<String, u32>,
+    marks: BTreeMap<&'static str, u64>,
 }
 
 impl Recorder {
@@ -25,6 +26,7 @@ impl Recorder {
             trace: Trace::new(verbose),
             running: BTreeMap::new(),
             max_running: BTreeMap::new(),
+            marks: BTreeMap::new(),
         })))
     }
 
@@ -63,6 +65,16 @@ impl Recorder {
                 *n = n.saturating_sub(1);
             }
         });
+    }
+
+    /// Counts a coverage mark.
+    pub fn mark(&self, m: &'static str) {
+        self.with(|s| *s.marks.entry(m).or_default() += 1);
+    }
+
+    /// The marks counted so far.
+    pub fn marks(&self) -> BTreeMap<&'static str, u64> {
+        self.with(|s| s.marks.clone())
     }
 
     /// The most executions each node ran at once.
