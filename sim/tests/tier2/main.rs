@@ -41,7 +41,7 @@ use record::Recorder;
 /// Seeds CI runs (more with `SIM2_SEEDS`).
 const CI_SEEDS: u64 = 20;
 /// Seeds each mutant may take to be caught.
-const MUTANT_SEEDS: u64 = 60;
+const MUTANT_SEEDS: u64 = 100;
 /// Seeds that once failed; every run replays them.
 const REGRESSION_SEEDS: &[u64] = &[];
 /// Faults happen before this; then everything heals.
@@ -94,6 +94,8 @@ enum Fault {
     /// The host never comes back (its work must move elsewhere).
     CrashForever(String),
     Bounce(String),
+    /// Every link's latency may reach this many milliseconds.
+    Latency(u64),
 }
 
 struct Scenario {
@@ -147,7 +149,8 @@ fn scenario(seed: u64) -> Scenario {
     for _ in 0..4 + rng.below(7) {
         let at = ms(&mut rng, 2_000, 50_000);
         let c = computes[rng.below(computes.len() as u64) as usize].clone();
-        let (fault, dur) = match rng.below(8) {
+        let (fault, dur) = match rng.below(9) {
+            8 => (Fault::Latency(100 + rng.below(900)), ms(&mut rng, 1_000, 10_000)),
             7 => (Fault::Crash(ORCH.into()), ms(&mut rng, 1_000, 10_000)),
             // Long enough, often, for the orchestrator to give the node up (DISCONNECT) and
             // hear from the old attempt after the repair.
@@ -308,6 +311,8 @@ struct Report {
     failure: Option<String>,
     /// Coverage marks: how often each situation worth reaching occurred.
     marks: BTreeMap<&'static str, u64>,
+    /// Simulated time the run covered.
+    simulated: Duration,
 }
 
 impl Report {
@@ -406,6 +411,7 @@ fn run_seed(seed: u64, mutant: Option<Mutant>, verbose: bool) -> Report {
                     Fault::Crash(_) => "compute-crash",
                     Fault::CrashForever(_) => "compute-lost-for-good",
                     Fault::Bounce(_) => "orchestrator-bounce",
+                    Fault::Latency(_) => "latency-spike",
                 };
                 *marks.entry(mark).or_default() += 1;
                 if let Fault::Crash(h) | Fault::CrashForever(h) = &f {
@@ -439,6 +445,10 @@ fn run_seed(seed: u64, mutant: Option<Mutant>, verbose: bool) -> Report {
                     down.retain(|d| d != h);
                     dead.push(h.clone());
                 }
+                (Fault::Latency(max), false) => {
+                    sim.set_max_message_latency(Duration::from_millis(*max))
+                }
+                (Fault::Latency(_), true) => sim.set_max_message_latency(sc.max_latency),
                 (Fault::Bounce(h), _) => {
                     down.retain(|d| d != h);
                     sim.bounce(h.as_str());
@@ -449,6 +459,7 @@ fn run_seed(seed: u64, mutant: Option<Mutant>, verbose: bool) -> Report {
             healed = true;
             rec.line_at(now.as_millis(), "heal".into());
             sim.set_fail_rate(0.0);
+            sim.set_max_message_latency(sc.max_latency);
             let mut all = hosts.clone();
             all.push(CLIENT.into());
             for (i, a) in all.iter().enumerate() {
@@ -498,6 +509,7 @@ fn run_seed(seed: u64, mutant: Option<Mutant>, verbose: bool) -> Report {
     for (m, n) in rec.marks() {
         *marks.entry(m).or_default() += n;
     }
+    let simulated = sim.elapsed();
     let (events, hash) = rec.summary();
     Report {
         seed,
@@ -505,6 +517,7 @@ fn run_seed(seed: u64, mutant: Option<Mutant>, verbose: bool) -> Report {
         hash,
         jobs: seen.acked.len(),
         marks,
+        simulated,
         failure: (!problems.is_empty()).then(|| problems.join("; ")),
     }
 }
@@ -620,6 +633,7 @@ fn seed_budget() -> u64 {
 
 /// What a seed's own process reported.
 struct Child {
+    simulated_ms: u64,
     line: String,
     failure: Option<String>,
     marks: BTreeMap<String, u64>,
@@ -669,7 +683,12 @@ fn run_in_child(seed: u64, mutant: Option<Mutant>) -> Child {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
         .collect();
-    Child { line, failure, marks }
+    let simulated_ms = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("simulated ms: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Child { simulated_ms, line, failure, marks }
 }
 
 /// Runs `seeds` two at a time (the machine has two cores), in order of the answers' seeds.
@@ -694,11 +713,14 @@ fn run_children(seeds: &[u64], mutant: Option<Mutant>) -> Vec<(u64, Child)> {
 
 #[test]
 fn seeds() {
+    let started = std::time::Instant::now();
+    let mut simulated_ms = 0;
     let seeds: Vec<u64> = REGRESSION_SEEDS.iter().copied().chain(1..=seed_budget()).collect();
     let mut failures = Vec::new();
     let mut marks: BTreeMap<String, u64> = BTreeMap::new();
     for (seed, c) in run_children(&seeds, None) {
         println!("{}", c.line);
+        simulated_ms += c.simulated_ms;
         for (k, v) in &c.marks {
             *marks.entry(k.clone()).or_default() += v;
         }
@@ -709,7 +731,14 @@ fn seeds() {
             failures.push(format!("seed {seed}: {f}"));
         }
     }
-    println!("sim tier=2 seeds={} marks={marks:?}", seeds.len());
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "sim tier=2 seeds={} simulated={:.0}s wall={wall:.1}s speed={:.0}x (each seed its own process, two at a time)",
+        seeds.len(),
+        simulated_ms as f64 / 1000.0,
+        simulated_ms as f64 / 1000.0 / wall
+    );
+    println!("sim tier=2 marks={marks:?}");
     assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
     let missed: Vec<&&str> = REQUIRED_MARKS.iter().filter(|m| !marks.contains_key(**m)).collect();
     assert!(missed.is_empty(), "the faults never reached {missed:?} in {} seeds", seeds.len());
@@ -727,6 +756,7 @@ const REQUIRED_MARKS: &[&str] = &[
     "job-completed",
     "job-failed",
     "job-stopped",
+    "latency-spike",
     "one-way-partition",
     "orchestrator-bounce",
     "orchestrator-crash",
@@ -790,6 +820,7 @@ fn replay() {
     let r = run_seed(seed, mutant, !quiet);
     println!("{}", r.line());
     println!("jobs acknowledged: {}", r.jobs);
+    println!("simulated ms: {}", r.simulated.as_millis());
     let marks: Vec<String> = r.marks.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("marks: {}", marks.join(","));
     if let Some(f) = &r.failure {
