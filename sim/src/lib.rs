@@ -22,6 +22,14 @@
 //! ```text
 //! SIM_SEED=42 cargo test -p gadus-sim --test tier1 -- replay --nocapture
 //! ```
+//!
+//! **Tier 2** (`tests/tier2/`) runs the node itself — `gadus_node::runtime::Runtime` and the
+//! REST router — on turmoil hosts, over a frame transport on turmoil TCP, with a fjall store
+//! that outlives crashes. A client drives it through the HTTP API while the driver partitions,
+//! holds, crashes and bounces hosts. Each seed runs in its own process and prints
+//! `sim tier=2 seed=<n> events=<count> trace=<hash>`; replay one with
+//! `SIM2_SEED=<n> cargo test -p gadus-sim --test tier2 replay -- --nocapture`. It lives in the
+//! tests because turmoil (which switches on tokio's `test-util`) stays a dev-dependency.
 
 pub mod run;
 pub mod scenario;
