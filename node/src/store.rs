@@ -124,8 +124,8 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// A page of jobs.
 #[derive(Clone, Debug, Default)]
 pub struct JobPage {
-    /// The jobs.
-    pub items: Vec<gadus_core::model::Job>,
+    /// The jobs (shared with the decoded records: a page is serialized, never edited).
+    pub items: Vec<Arc<gadus_core::model::Job>>,
     /// Token for the next page (empty when there is none).
     pub next_token: String,
 }
@@ -409,7 +409,7 @@ impl Store {
             last_key = Some(k.to_vec());
             let id = String::from_utf8_lossy(&k[8..]).into_owned();
             let Ok(Some(rec)) = self.job(&id) else { continue };
-            let job = (*rec.job).clone();
+            let job = rec.job;
             if q.namespace.as_ref().is_some_and(|ns| *ns != job.namespace) {
                 continue;
             }

@@ -135,7 +135,16 @@ async fn list(
         labels,
     };
     let page = s.node.shared.store.list_jobs(&q).map_err(|e| ApiErr::bad_request(e.to_string()))?;
-    Ok(json_ok(&json!({ "Items": page.items, "NextToken": page.next_token })))
+    // Serialized straight to bytes: going through `json!` would first build a `Value` tree of
+    // every job on the page.
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        #[serde(rename = "Items")]
+        items: &'a [std::sync::Arc<Job>],
+        #[serde(rename = "NextToken")]
+        next_token: &'a str,
+    }
+    Ok(json_ok(&Page { items: &page.items, next_token: &page.next_token }))
 }
 
 /// Splits and percent-decodes a query string.
