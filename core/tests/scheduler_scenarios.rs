@@ -144,6 +144,34 @@ fn zero_queue_timeout_fails_at_once() {
 }
 
 #[test]
+fn waiting_jobs_do_not_grow_the_store() {
+    // A job no node can take is re-checked every QueueBackoff for as long as it waits. Those
+    // re-checks change nothing durable and must not leave a record each (100k queued jobs
+    // would write 10k records a second).
+    let mut c = Cluster::new(1);
+    let id = c.submit(&job_yaml(
+        "batch",
+        "Constraints: [{Key: gpu, Operator: exists}]\n",
+        "    Timeouts: {QueueTimeout: 3600}\n",
+    ));
+    let evaluations =
+        |c: &Cluster| c.orch_store.keys().filter(|(ks, _)| ks == "evaluations").count();
+    c.run_for(secs(2));
+    assert_eq!(c.state(&id), JobStateType::Queued);
+    let before = evaluations(&c);
+    assert!(before >= 1, "the submission's evaluation is stored");
+    c.run_for(secs(300));
+    assert_eq!(c.state(&id), JobStateType::Queued);
+    assert_eq!(evaluations(&c), before, "re-checks of a waiting job left evaluation records");
+    // A re-check that does place the job is recorded.
+    c.add_node_with("n-gpu", |cfg| {
+        cfg.labels.insert("gpu".into(), "a100".into());
+    });
+    assert_eq!(c.wait_terminal(&id, secs(30)), JobStateType::Completed);
+    assert!(evaluations(&c) > before);
+}
+
+#[test]
 fn queued_job_runs_when_node_joins() {
     let mut c = Cluster::new(1);
     let id = c.submit(&job_yaml(

@@ -1232,12 +1232,20 @@ impl Orchestrator {
             self.stats.evaluations += 1;
             self.evaluating = Some(job_id.clone());
             self.current_eval_id = eval.id.clone();
+            let before = self.actions.len();
             let comment = self.evaluate(now, &job_id, &eval);
             self.evaluating = None;
             eval.status = EvalStatus::Complete;
             eval.comment = comment;
             eval.modify_time = now.as_nanos();
-            self.actions.push_back(Action::Persist(Record::Evaluation(Box::new(eval))));
+            // A periodic re-check of a queued job that changed nothing durable (still queued,
+            // no new execution, no history) leaves no record: with many jobs waiting for
+            // capacity it would otherwise write one record per job every QueueBackoff, for
+            // as long as they wait. No reply or history names these evaluations.
+            let changed = self.actions.iter().skip(before).any(|a| matches!(a, Action::Persist(_)));
+            if changed || eval.triggered_by != EvalTrigger::JobQueue {
+                self.actions.push_back(Action::Persist(Record::Evaluation(Box::new(eval))));
+            }
             self.maybe_evict(&job_id);
         }
     }
