@@ -182,16 +182,18 @@ struct Seen {
     /// Acknowledged submissions: job ID → plan.
     acked: BTreeMap<String, JobPlan>,
     /// Last state the API reported per job.
-    last: BTreeMap<String, String>,
+    last: BTreeMap<String, JobStateType>,
     violations: Vec<String>,
     /// Stale messages the orchestrator ignored (its `/metrics`, since its last boot).
     stale: u64,
-    /// Whether the client finished its liveness wait with every job terminal.
+    /// Jobs still not terminal when the liveness wait ran out.
     stuck: Vec<String>,
 }
 
-fn terminal(state: &str) -> bool {
-    matches!(state, "Completed" | "Failed" | "Stopped")
+impl Seen {
+    fn terminal(&self, id: &str) -> bool {
+        self.last.get(id).is_some_and(|st| st.is_terminal())
+    }
 }
 
 async fn client(plans: Vec<JobPlan>, seen: Arc<Mutex<Seen>>, rec: Recorder) -> turmoil::Result {
@@ -199,6 +201,7 @@ async fn client(plans: Vec<JobPlan>, seen: Arc<Mutex<Seen>>, rec: Recorder) -> t
     pending.reverse();
     let mut stops: Vec<(Duration, String)> = Vec::new();
     let deadline = FAULT_END + LIVENESS;
+    let mut round = 0u64;
     loop {
         let now = turmoil::sim_elapsed().unwrap_or_default();
         while pending.last().is_some_and(|p| p.at <= now) {
@@ -228,13 +231,11 @@ async fn client(plans: Vec<JobPlan>, seen: Arc<Mutex<Seen>>, rec: Recorder) -> t
                 r.map(|a| a.status.to_string()).unwrap_or_else(|e| e)
             ));
         }
+        // Terminal jobs are polled too, every fifth round: their answers must never change.
+        round += 1;
         let ids: Vec<String> = {
             let s = seen.lock().unwrap();
-            s.acked
-                .keys()
-                .filter(|id| !s.last.get(*id).is_some_and(|st| terminal(st)))
-                .cloned()
-                .collect()
+            s.acked.keys().filter(|id| round % 5 == 0 || !s.terminal(id)).cloned().collect()
         };
         for id in &ids {
             let Ok(a) =
@@ -251,22 +252,29 @@ async fn client(plans: Vec<JobPlan>, seen: Arc<Mutex<Seen>>, rec: Recorder) -> t
                 ));
                 continue;
             }
-            let state = a.body["Job"]["State"]["StateType"].as_str().unwrap_or("?").to_string();
+            // Lenient like the model's own decoding: an unknown name is `Undefined`.
+            let state: JobStateType =
+                serde_json::from_value(a.body["Job"]["State"]["StateType"].clone())
+                    .unwrap_or_default();
             let mut s = seen.lock().unwrap();
-            let before = s.last.insert(id.clone(), state.clone());
-            if before.as_deref() != Some(state.as_str()) {
-                rec.line(format!("api job {id} {}", state));
+            let before = s.last.insert(id.clone(), state);
+            if before != Some(state) {
+                rec.line(format!("api job {id} {}", state.as_str()));
             }
             if let Some(b) = before
-                && terminal(&b)
+                && b.is_terminal()
                 && b != state
             {
-                s.violations.push(format!("job {id} left terminal state {b} for {state}"));
+                s.violations.push(format!(
+                    "job {id} left terminal state {} for {}",
+                    b.as_str(),
+                    state.as_str()
+                ));
             }
         }
         let done = pending.is_empty() && stops.is_empty() && {
             let s = seen.lock().unwrap();
-            s.acked.keys().all(|id| s.last.get(id).is_some_and(|st| terminal(st)))
+            s.acked.keys().all(|id| s.terminal(id))
         };
         if done && now >= FAULT_END {
             if let Ok(a) = client::request_text(ORCH, "/metrics").await {
@@ -284,14 +292,14 @@ async fn client(plans: Vec<JobPlan>, seen: Arc<Mutex<Seen>>, rec: Recorder) -> t
             let stuck: Vec<String> = s
                 .acked
                 .iter()
-                .filter(|(id, _)| !s.last.get(*id).is_some_and(|st| terminal(st)))
+                .filter(|(id, _)| !s.terminal(id))
                 .map(|(id, p)| {
                     format!(
                         "{id} ({} {} {}, last seen {})",
                         p.name,
                         p.kind,
                         p.outcome,
-                        s.last.get(id).map(String::as_str).unwrap_or("never")
+                        s.last.get(id).map_or("never", |st| st.as_str())
                     )
                 })
                 .collect();
@@ -543,7 +551,7 @@ fn check_store(
             }
         };
         let state = job.job.state.state_type;
-        if seen.last.get(id).map(String::as_str) != Some(state.as_str()) {
+        if seen.last.get(id) != Some(&state) {
             out.push(format!(
                 "job {id}: the API last said {:?}, the store says {}",
                 seen.last.get(id),
