@@ -235,7 +235,11 @@ async fn client(plans: Vec<JobPlan>, seen: Arc<Mutex<Seen>>, rec: Recorder) -> t
         round += 1;
         let ids: Vec<String> = {
             let s = seen.lock().unwrap();
-            s.acked.keys().filter(|id| round % 5 == 0 || !s.terminal(id)).cloned().collect()
+            s.acked
+                .keys()
+                .filter(|id| round.is_multiple_of(5) || !s.terminal(id))
+                .cloned()
+                .collect()
         };
         for id in &ids {
             let Ok(a) =
