@@ -27,6 +27,7 @@ pub mod compute;
 pub mod model;
 pub mod mutants;
 pub mod orchestrator;
+pub mod peer;
 pub mod protocol;
 pub mod rng;
 pub mod timers;

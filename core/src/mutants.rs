@@ -22,11 +22,15 @@ pub enum Mutant {
     IgnoreCapacity,
     /// The orchestrator leaves a terminal job's executions running on stop.
     StopLeavesExecutions,
+    /// A compute node forgets an acknowledged execution without a tombstone.
+    NoTombstone,
+    /// A compute node never tells its driver that an execution's work can be released.
+    NoRelease,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 7] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::AcceptStaleResult,
         Mutant::ReplyBeforePersist,
         Mutant::DoubleRelease,
@@ -34,6 +38,8 @@ impl Mutant {
         Mutant::FailedCountsAsCompleted,
         Mutant::IgnoreCapacity,
         Mutant::StopLeavesExecutions,
+        Mutant::NoTombstone,
+        Mutant::NoRelease,
     ];
 
     /// Parses a mutant name (as printed by `Display`).
@@ -52,6 +58,8 @@ impl fmt::Display for Mutant {
             Mutant::FailedCountsAsCompleted => "failed-counts-as-completed",
             Mutant::IgnoreCapacity => "ignore-capacity",
             Mutant::StopLeavesExecutions => "stop-leaves-executions",
+            Mutant::NoTombstone => "no-tombstone",
+            Mutant::NoRelease => "no-release",
         };
         f.write_str(s)
     }

@@ -322,6 +322,28 @@ fn cases() -> Vec<(&'static str, String, Want)> {
             format!(r#"{{"Type":"batch","Name":"a\u0000b","Tasks":[{GOOD_TASK}]}}"#),
             Field("Name", "null characters"),
         ),
+        // Regression (issue 12, defect 2): a service job's ID became `gadus get`'s folder
+        // name, and `/` and `..` were accepted.
+        (
+            "service ID climbing out of a folder",
+            format!(r#"{{"Type":"service","ID":"../../.ssh","Tasks":[{GOOD_TASK}]}}"#),
+            Field("ID", "must start with a letter or a digit"),
+        ),
+        (
+            "service ID with a slash",
+            format!(r#"{{"Type":"daemon","ID":"a/b","Tasks":[{GOOD_TASK}]}}"#),
+            Field("ID", "may hold only"),
+        ),
+        (
+            "namespace with dot-dot",
+            format!(r#"{{"Type":"batch","Namespace":"..","Tasks":[{GOOD_TASK}]}}"#),
+            Field("Namespace", "must start with a letter or a digit"),
+        ),
+        (
+            "namespace with a percent escape",
+            format!(r#"{{"Type":"batch","Namespace":"a%2F..","Tasks":[{GOOD_TASK}]}}"#),
+            Field("Namespace", "may hold only"),
+        ),
         (
             "reserved result name",
             task_with(

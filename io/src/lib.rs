@@ -8,6 +8,7 @@
 //! | [`archive`] | deterministic tar.gz packing of results; bounded, traversal-safe unpacking |
 //! | [`content`] | embedded IPFS-compatible store: fjall blocks, UnixFS import/export (Kubo CIDs), pins + GC, CAR v1, trustless-gateway client |
 //! | [`executor`] | the [`executor::Executor`] trait and its engines: `noop`, `wasm` (wasmi + WASI), `docker` (bollard) |
+//! | [`pinned`] | host paths opened without following symlinks and held open, so a checked `local` input cannot be swapped before it is mounted |
 //! | [`transport`] | the [`transport::Transport`] trait the node loop sends through (in-process, libp2p) |
 //! | [`storage`] | [`storage::InputProvider`] and [`storage::Publisher`]: how data reaches a task and results leave it |
 //!
@@ -17,5 +18,6 @@
 pub mod archive;
 pub mod content;
 pub mod executor;
+pub mod pinned;
 pub mod storage;
 pub mod transport;

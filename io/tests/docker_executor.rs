@@ -148,8 +148,18 @@ async fn inputs_are_read_only_unless_writable_and_result_paths_are_written() {
     std::fs::write(input.join("data.txt"), "input data\n").unwrap();
     let scratch = run.host_dir("scratch", 0o777);
     run.ctx.inputs = vec![
-        PreparedInput { target: "/inputs".into(), host_path: input.clone(), writable: false },
-        PreparedInput { target: "/scratch".into(), host_path: scratch.clone(), writable: true },
+        PreparedInput {
+            target: "/inputs".into(),
+            host_path: input.clone(),
+            writable: false,
+            pinned: None,
+        },
+        PreparedInput {
+            target: "/scratch".into(),
+            host_path: scratch.clone(),
+            writable: true,
+            pinned: None,
+        },
     ];
     exec.prepare(&run.ctx).await.unwrap();
     let out = exec.run(&run.ctx, Arc::new(NoLogs)).await.unwrap();
@@ -440,8 +450,7 @@ async fn unrunnable_specs_fail_with_their_class() {
     no_image.tasks[0].engine.as_mut().unwrap().params.remove("Image");
     let mut over_proc = Run::new(sh_job(IMAGE, "true"));
     let input = over_proc.host_dir("in", 0o755);
-    over_proc.ctx.inputs =
-        vec![PreparedInput { target: "/proc/sys".into(), host_path: input, writable: false }];
+    over_proc.ctx.inputs = vec![PreparedInput::node_owned("/proc/sys", input)];
     let mut gpu = Run::new(sh_job(IMAGE, "true"));
     gpu.ctx.resources.gpu = 1;
     for run in [Run::new(no_image), over_proc, gpu] {

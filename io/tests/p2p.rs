@@ -99,12 +99,20 @@ async fn pair(dir: &Path) -> (Node, Node) {
     let up = expect(&mut a.inbound, "PeerUp(B) at A", |e| peer_up(e, &b_id)).await;
     assert_eq!(
         up,
-        Inbound::PeerUp { node: b_id.clone(), api: Some("http://127.0.0.1:1/b".into()) }
+        Inbound::PeerUp {
+            node: b_id.clone(),
+            api: Some("http://127.0.0.1:1/b".into()),
+            addr: Some([127, 0, 0, 1].into())
+        }
     );
     let up = expect(&mut b.inbound, "PeerUp(A) at B", |e| peer_up(e, &a_id)).await;
     assert_eq!(
         up,
-        Inbound::PeerUp { node: a_id.clone(), api: Some("http://127.0.0.1:1/a".into()) }
+        Inbound::PeerUp {
+            node: a_id.clone(),
+            api: Some("http://127.0.0.1:1/a".into()),
+            addr: Some([127, 0, 0, 1].into())
+        }
     );
     (a, b)
 }

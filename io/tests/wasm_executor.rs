@@ -262,11 +262,7 @@ impl Fixture {
 
     fn add_file_input(&mut self, rel: &str, bytes: &[u8], target: &str) -> PathBuf {
         let host_path = self.write_host(rel, bytes);
-        self.inputs.push(PreparedInput {
-            target: target.to_string(),
-            host_path: host_path.clone(),
-            writable: false,
-        });
+        self.inputs.push(PreparedInput::node_owned(target, host_path.clone()));
         host_path
     }
 
@@ -276,11 +272,7 @@ impl Fixture {
         for (name, bytes) in files {
             self.write_host(&format!("{rel}/{name}"), bytes);
         }
-        self.inputs.push(PreparedInput {
-            target: target.to_string(),
-            host_path: host_path.clone(),
-            writable: false,
-        });
+        self.inputs.push(PreparedInput::node_owned(target, host_path.clone()));
         host_path
     }
 
@@ -730,6 +722,24 @@ async fn the_deadline_also_interrupts_a_sleeping_host_call() {
     let (result, _) = run(&f).await;
     let (failure, _) = expect_err(result);
     assert_eq!(failure.kind, FailureKind::Timeout, "{failure:?}");
+}
+
+/// Regression (issue 12, defect 4): `Instant + Duration` overflowed and panicked the run
+/// when a guest slept for `u64::MAX` nanoseconds, or when the ExecutionTimeout was huge.
+#[tokio::test]
+async fn endless_sleeps_and_huge_deadlines_do_not_panic() {
+    let wasm = module(&[], "(call $sleep (i64.const -1))"); // u64::MAX ns
+    let mut f = Fixture::with_entry(&wasm);
+    f.deadline = Some(Duration::from_millis(300));
+    let (result, _) = run(&f).await;
+    let (failure, _) = expect_err(result);
+    assert_eq!(failure.kind, FailureKind::Timeout, "{failure:?}");
+
+    let wasm = module(&[(1024, "done\\n")], &print(1024, 5));
+    let mut f = Fixture::with_entry(&wasm);
+    f.deadline = Some(Duration::from_secs(u64::MAX));
+    let (result, _) = run(&f).await;
+    assert_eq!(expect_ok(result).stdout, "done\n");
 }
 
 #[tokio::test]

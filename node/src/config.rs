@@ -620,28 +620,82 @@ impl NodeConfig {
         Ok(cfg)
     }
 
-    /// Checks the values that must parse (durations, capacities).
+    /// Checks every value that must parse and lie in a range (durations, counts), with an
+    /// error naming the key: a value that parses but cannot work (a heartbeat every 0 s
+    /// re-arms its timer at `now` forever) is as wrong as one that does not parse.
     pub fn check(&self) -> Result<(), ConfigError> {
-        for (key, v) in [
-            ("API.RequestTimeout", &self.api.request_timeout),
+        let bad = |key: &str, error: String| ConfigError::Value { key: key.into(), error };
+        let ms = Duration::from_millis;
+        let sch = &self.orchestrator.scheduler;
+        let mut parsed: BTreeMap<&'static str, Duration> = BTreeMap::new();
+        for (key, v, min) in [
+            ("API.RequestTimeout", &self.api.request_timeout, ms(100)),
             (
                 "Orchestrator.NodeManager.DisconnectTimeout",
                 &self.orchestrator.node_manager.disconnect_timeout,
+                ms(1000),
             ),
-            ("Orchestrator.Scheduler.QueueBackoff", &self.orchestrator.scheduler.queue_backoff),
-            (
-                "Orchestrator.Scheduler.BusyQueueTimeout",
-                &self.orchestrator.scheduler.busy_queue_timeout,
-            ),
-            ("Orchestrator.Scheduler.BidTimeout", &self.orchestrator.scheduler.bid_timeout),
-            ("Orchestrator.Scheduler.RetryBackoff", &self.orchestrator.scheduler.retry_backoff),
-            (
-                "Orchestrator.Scheduler.MaxRetryBackoff",
-                &self.orchestrator.scheduler.max_retry_backoff,
-            ),
-            ("Compute.Heartbeat.Interval", &self.compute.heartbeat.interval),
+            ("Orchestrator.Scheduler.QueueBackoff", &sch.queue_backoff, ms(10)),
+            ("Orchestrator.Scheduler.BusyQueueTimeout", &sch.busy_queue_timeout, Duration::ZERO),
+            ("Orchestrator.Scheduler.BidTimeout", &sch.bid_timeout, ms(100)),
+            ("Orchestrator.Scheduler.RetryBackoff", &sch.retry_backoff, Duration::ZERO),
+            ("Orchestrator.Scheduler.MaxRetryBackoff", &sch.max_retry_backoff, Duration::ZERO),
+            ("Compute.Heartbeat.Interval", &self.compute.heartbeat.interval, ms(100)),
         ] {
-            parse_duration(v).map_err(|e| ConfigError::Value { key: key.into(), error: e })?;
+            let d = parse_duration(v).map_err(|e| bad(key, e))?;
+            if d < min {
+                return Err(bad(key, format!("{v:?} is below the minimum of {min:?}")));
+            }
+            parsed.insert(key, d);
+        }
+        let heartbeat = parsed["Compute.Heartbeat.Interval"];
+        let disconnect = parsed["Orchestrator.NodeManager.DisconnectTimeout"];
+        if heartbeat >= disconnect {
+            return Err(bad(
+                "Compute.Heartbeat.Interval",
+                format!(
+                    "{heartbeat:?} must be shorter than \
+                     Orchestrator.NodeManager.DisconnectTimeout ({disconnect:?}), or every \
+                     node would be disconnected between two heartbeats"
+                ),
+            ));
+        }
+        if parsed["Orchestrator.Scheduler.MaxRetryBackoff"]
+            < parsed["Orchestrator.Scheduler.RetryBackoff"]
+        {
+            return Err(bad(
+                "Orchestrator.Scheduler.MaxRetryBackoff",
+                "must not be shorter than Orchestrator.Scheduler.RetryBackoff".into(),
+            ));
+        }
+        for (kind, d) in [
+            ("Batch", &self.job_defaults.batch),
+            ("Ops", &self.job_defaults.ops),
+            ("Service", &self.job_defaults.service),
+            ("Daemon", &self.job_defaults.daemon),
+        ] {
+            let t = &d.task.timeouts;
+            for (name, v) in [
+                ("ExecutionTimeout", &t.execution_timeout),
+                ("QueueTimeout", &t.queue_timeout),
+                ("TotalTimeout", &t.total_timeout),
+            ] {
+                let key = format!("JobDefaults.{kind}.Task.Timeouts.{name}");
+                let d = parse_duration(v).map_err(|e| bad(&key, e))?;
+                let max = gadus_core::model::validate::MAX_TIMEOUT_SECS.unsigned_abs();
+                if d.as_secs() > max {
+                    return Err(bad(&key, format!("{v:?} is over the limit of {max} s")));
+                }
+            }
+        }
+        for (key, v, min, max) in [
+            ("API.MaxBodyBytes", self.api.max_body_bytes, 1024, 1 << 30),
+            ("Orchestrator.Scheduler.MaxAttempts", sch.max_attempts as usize, 1, 100),
+            ("Compute.MaxInlineOutputBytes", self.compute.max_inline_output_bytes, 0, 16 << 20),
+        ] {
+            if !(min..=max).contains(&v) {
+                return Err(bad(key, format!("{v} is outside {min}..={max}")));
+            }
         }
         if !matches!(
             self.job_admission_control.locality.to_ascii_lowercase().as_str(),
@@ -723,11 +777,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     if let Ok(n) = s.parse::<f64>() {
-        return if n >= 0.0 && n.is_finite() {
-            Ok(Duration::from_secs_f64(n))
-        } else {
-            Err(format!("invalid duration {s:?}"))
-        };
+        // A bare number is seconds, held to the same bound as the unit form (an unbounded
+        // `from_secs_f64(1e300)` panicked the API handler: issue 12, defect 5).
+        return bounded_secs(n, s);
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -752,10 +804,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         };
         total += n * factor;
     }
-    if !total.is_finite() || total > 1e12 {
-        return Err(format!("invalid duration {s:?}"));
+    bounded_secs(total, s)
+}
+
+/// Longest duration any setting or query accepts (about 31,700 years: "forever" in practice,
+/// and far from where `Duration` or `Instant` arithmetic overflows).
+pub const MAX_DURATION_SECS: f64 = 1e12;
+
+fn bounded_secs(secs: f64, text: &str) -> Result<Duration, String> {
+    if !(0.0..=MAX_DURATION_SECS).contains(&secs) {
+        return Err(format!(
+            "invalid duration {text:?}: must be between 0 and {MAX_DURATION_SECS:e} seconds"
+        ));
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -795,6 +857,37 @@ mod tests {
             &[("api.port", "4000")],
         );
         assert_eq!(NodeConfig::load(&l).unwrap().api.port, 4000);
+    }
+
+    /// Regression (issue 12, defect 9): `Compute.Heartbeat.Interval=0` passed validation and
+    /// the heartbeat timer re-armed at `now` forever.
+    #[test]
+    fn durations_and_counts_out_of_range_name_their_key() {
+        for (key, value, wanted) in [
+            ("Compute.Heartbeat.Interval", "0", "Compute.Heartbeat.Interval"),
+            ("Compute.Heartbeat.Interval", "1ms", "Compute.Heartbeat.Interval"),
+            ("Compute.Heartbeat.Interval", "1h", "Compute.Heartbeat.Interval"),
+            ("Orchestrator.Scheduler.QueueBackoff", "0s", "Orchestrator.Scheduler.QueueBackoff"),
+            ("Orchestrator.Scheduler.BidTimeout", "1e300", "Orchestrator.Scheduler.BidTimeout"),
+            ("API.RequestTimeout", "0", "API.RequestTimeout"),
+            ("Orchestrator.Scheduler.MaxAttempts", "0", "Orchestrator.Scheduler.MaxAttempts"),
+            ("API.MaxBodyBytes", "1", "API.MaxBodyBytes"),
+            (
+                "JobDefaults.Batch.Task.Timeouts.ExecutionTimeout",
+                "99999999999h",
+                "JobDefaults.Batch.Task.Timeouts.ExecutionTimeout",
+            ),
+        ] {
+            let (_d, l) = layers(None, &[], &[(key, value)]);
+            match NodeConfig::load(&l) {
+                Err(ConfigError::Value { key: k, error }) => {
+                    assert_eq!(k, wanted, "{key}={value}: {error}")
+                }
+                other => panic!("{key}={value}: wanted a value error, got {other:?}"),
+            }
+        }
+        let (_d, l) = layers(None, &[], &[("Compute.Heartbeat.Interval", "300ms")]);
+        assert!(NodeConfig::load(&l).is_ok());
     }
 
     #[test]
@@ -846,5 +939,11 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+        // Regression (issue 12, defect 5): a bare number went to `from_secs_f64` unbounded
+        // and panicked (`?wait=1e300`).
+        for bad in ["1e300", "1e13", "-1", "NaN", "inf", "1e12h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("1e12").unwrap(), Duration::from_secs(1_000_000_000_000));
     }
 }

@@ -11,6 +11,9 @@
 //!                             └──▶ replies · messages · executor/storage tasks ┘
 //! ```
 //!
+//! Each execution's work (context, pinned inputs, engine state) is owned by [`work`] from the
+//! core's `Prepare` to its `Release`; the API's answers are guarded against handler panics.
+//!
 //! [`start`] assembles a node from a [`config::NodeConfig`]: `gadus serve`, `job run
 //! --local`, `devstack` and the tests all go through it.
 
@@ -22,6 +25,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod work;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -65,6 +69,62 @@ pub enum StartError {
     /// A configuration value is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// Another process runs a node on this data directory.
+    #[error(
+        "another gadus process{holder} holds the data directory {path}: stop it, or give this node its own --data-dir"
+    )]
+    Busy {
+        /// The data directory.
+        path: String,
+        /// ` (PID n)` when known.
+        holder: String,
+    },
+}
+
+/// Empties the upload spool folder left by an earlier process (logged, never fatal).
+fn clear_spool(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %dir.display(), "removed unfinished upload spools");
+    }
+}
+
+/// Takes `<data dir>/gadus.lock` (an exclusive `flock`, released by the kernel when the
+/// process ends, even by kill -9), so that a second node on the same directory stops at once
+/// with one clear message instead of failing deep inside the store.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("gadus.lock");
+    let unusable = |e: std::io::Error| StartError::DataDir {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(unusable)?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = pid.trim();
+        return Err(StartError::Busy {
+            path: dir.display().to_string(),
+            holder: if pid.is_empty() { String::new() } else { format!(" (PID {pid})") },
+        });
+    }
+    file.set_len(0).map_err(unusable)?;
+    file.rewind().map_err(unusable)?;
+    write!(file, "{}", std::process::id()).map_err(unusable)?;
+    Ok(file)
 }
 
 /// A started node.
@@ -79,6 +139,8 @@ pub struct RunningNode {
     pub p2p: Option<gadus_io::transport::p2p::P2pHandle>,
     loop_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
+    /// Held for the node's lifetime: one process per data directory.
+    _lock: std::fs::File,
 }
 
 impl RunningNode {
@@ -234,6 +296,10 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         path: data_dir.display().to_string(),
         error: e.to_string(),
     })?;
+    let lock = lock_data_dir(&data_dir)?;
+    // Upload spools (`<data dir>/tmp`) of a process killed mid-upload are never finished: with
+    // the directory locked, nothing else can be using them.
+    clear_spool(&data_dir.join("tmp"));
     let node_id = node_id(&data_dir)?;
     let store = store::Store::open(&data_dir.join("state"))?;
     let executions_dir = data_dir.join("compute").join("executions");
@@ -409,7 +475,7 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
             }
         });
     }
-    Ok(RunningNode { handle, api_addr, node_id, p2p, loop_task, api_task })
+    Ok(RunningNode { handle, api_addr, node_id, p2p, loop_task, api_task, _lock: lock })
 }
 
 fn api_arch() -> String {
@@ -493,13 +559,14 @@ fn storage_adapters(
     use gadus_io::storage::{InputProvider, Publisher, inline, ipfs, local, publish};
     let content = gadus_io::content::ContentStore::open(data_dir.join("content"))
         .map_err(|e| StartError::Config(format!("opening the content store: {e}")))?;
-    let sources = Arc::new(ipfs::ContentSources::new(cfg.input_sources.gateways.clone()));
     let allowed = local::parse_allow_list(&cfg.compute.allow_listed_local_paths)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let url_policy = gadus_io::storage::url::UrlPolicy {
         allow_loopback: cfg.input_sources.allow_loopback,
         ..Default::default()
     };
+    let sources =
+        Arc::new(ipfs::ContentSources::new(cfg.input_sources.gateways.clone(), url_policy.clone()));
     // S3 credentials come from the node's environment (AWS_ACCESS_KEY_ID/SECRET), as the AWS
     // tools do; endpoints named in job specs are vetted like urlDownload URLs.
     let s3 = gadus_io::storage::s3::S3Config {

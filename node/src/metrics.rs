@@ -65,7 +65,16 @@ struct Inner {
     round_inputs: Option<Histogram>,
     stale_messages: u64,
     jobs_submitted: u64,
+    api_panics: u64,
+    executions_held: usize,
+    /// Faults per (peer, kind); at most [`MAX_FAULTY_PEERS`] peers are named.
+    peer_faults: BTreeMap<(String, &'static str), u64>,
+    faulty_peers: std::collections::BTreeSet<String>,
 }
+
+/// Peers named in `gadus_peer_faults_total`; faults of further peers count under `other`, so
+/// an attacker cycling through identities cannot grow the exposition without bound.
+const MAX_FAULTY_PEERS: usize = 1024;
 
 /// OpenTelemetry instruments, made from the global meter when the node's metrics are created
 /// (after telemetry init, so they bind to the OTLP provider if there is one).
@@ -141,6 +150,37 @@ impl Metrics {
         }
     }
 
+    /// Executions the compute side holds work for (context, pinned inputs, engine state).
+    pub fn executions_held(&self, n: usize) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.executions_held = n;
+        }
+    }
+
+    /// An API handler panicked (answered 500).
+    pub fn api_panic(&self) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.api_panics += 1;
+        }
+    }
+
+    /// A peer broke the protocol (its message was dropped).
+    pub fn peer_fault(&self, peer: &str, kind: &'static str) {
+        let Ok(mut m) = self.inner.lock() else { return };
+        let known = m.faulty_peers.contains(peer);
+        let label = if !gadus_core::model::ident::is_valid(peer) {
+            "invalid".to_string()
+        } else if known || m.faulty_peers.len() < MAX_FAULTY_PEERS {
+            if !known {
+                m.faulty_peers.insert(peer.to_string());
+            }
+            peer.to_string()
+        } else {
+            "other".to_string()
+        };
+        *m.peer_faults.entry((label, kind)).or_default() += 1;
+    }
+
     /// One job accepted by the API.
     pub fn job_submitted(&self) {
         self.otel.jobs_submitted.add(1, &[]);
@@ -191,6 +231,14 @@ impl Metrics {
         }
         out.push_str("# HELP gadus_stale_messages_total Messages about superseded or unknown attempts, ignored (fencing).\n# TYPE gadus_stale_messages_total counter\n");
         let _ = writeln!(out, "gadus_stale_messages_total {}", m.stale_messages);
+        out.push_str("# HELP gadus_executions_held Executions whose work this compute node holds (from prepare to release).\n# TYPE gadus_executions_held gauge\n");
+        let _ = writeln!(out, "gadus_executions_held {}", m.executions_held);
+        out.push_str("# HELP gadus_api_panics_total API requests whose handler panicked (answered 500).\n# TYPE gadus_api_panics_total counter\n");
+        let _ = writeln!(out, "gadus_api_panics_total {}", m.api_panics);
+        out.push_str("# HELP gadus_peer_faults_total Messages refused because the peer broke the protocol, by peer and kind.\n# TYPE gadus_peer_faults_total counter\n");
+        for ((peer, kind), n) in &m.peer_faults {
+            let _ = writeln!(out, "gadus_peer_faults_total{{peer=\"{peer}\",kind=\"{kind}\"}} {n}");
+        }
         out.push_str("# HELP gadus_jobs_submitted_total Jobs accepted by the API since start.\n# TYPE gadus_jobs_submitted_total counter\n");
         let _ = writeln!(out, "gadus_jobs_submitted_total {}", m.jobs_submitted);
         out.push_str("# HELP gadus_evaluations_total Evaluations processed.\n# TYPE gadus_evaluations_total counter\n");

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gadus_core::compute::{Compute, ComputeAction, ComputeConfig, ComputeRecord, Phase, Probe};
@@ -178,12 +178,6 @@ impl Handle {
     }
 }
 
-/// Per-execution state of the work the loop started.
-struct ExecWork {
-    ctx: Option<ExecutionContext>,
-    job: Arc<Job>,
-}
-
 /// The loop.
 pub struct Runtime {
     id: String,
@@ -195,7 +189,7 @@ pub struct Runtime {
     tx: mpsc::Sender<Input>,
     replies: BTreeMap<u64, oneshot::Sender<Reply>>,
     next_req: u64,
-    work: Arc<Mutex<BTreeMap<String, ExecWork>>>,
+    work: Arc<crate::work::WorkRegistry>,
 }
 
 #[derive(Default)]
@@ -259,7 +253,7 @@ impl Runtime {
             tx: tx.clone(),
             replies: BTreeMap::new(),
             next_req: 0,
-            work: Arc::new(Mutex::new(BTreeMap::new())),
+            work: Arc::new(crate::work::WorkRegistry::default()),
         };
         let task = tokio::spawn(rt.run());
         Ok((Handle { tx, shared }, task))
@@ -377,7 +371,10 @@ impl Runtime {
                 Some(o) => {
                     self.next_req += 1;
                     self.replies.insert(self.next_req, reply);
-                    o.submit(t, self.next_req, job);
+                    let store = &self.shared.store;
+                    o.submit_unless_stored(t, self.next_req, job, |id| {
+                        store.job_exists(id).map_err(|e| e.to_string())
+                    });
                 }
                 None => {
                     let _ = reply.send(no_orchestrator());
@@ -404,7 +401,7 @@ impl Runtime {
                 }
             },
             Input::Peer(Inbound::Message { from, message }) => self.route(t, &from, message),
-            Input::Peer(Inbound::PeerUp { node, api }) => {
+            Input::Peer(Inbound::PeerUp { node, api, addr }) => {
                 tracing::info!(%node, api = api.as_deref().unwrap_or(""), "peer up");
                 // Any peer may run an orchestrator: announce this compute node to it. A peer
                 // without one drops the messages; one with one learns about this node at once.
@@ -412,12 +409,17 @@ impl Runtime {
                     c.add_orchestrator(&node);
                 }
                 // Peers are read through their local-only gateway (see api::data).
-                if let (Some(sources), Some(api)) = (&self.adapters.content_sources, api) {
-                    sources.add_peer(format!("{}/local", api.trim_end_matches('/')));
+                if let (Some(sources), Some(api)) = (&self.adapters.content_sources, api)
+                    && let Err(why) = sources.add_peer(&api, addr)
+                {
+                    self.peer_fault(&node, &gadus_core::peer::PeerMisbehaved::BadApiUrl(why));
                 }
             }
             Input::Peer(Inbound::PeerDown { node }) => {
                 tracing::info!(%node, "peer down");
+                if let Some(c) = self.compute.as_mut() {
+                    c.remove_orchestrator(&node);
+                }
             }
             Input::Work(w) => {
                 let Some(c) = self.compute.as_mut() else { return };
@@ -436,6 +438,14 @@ impl Runtime {
 
     /// Delivers a message to the right co-located machine.
     fn route(&mut self, t: Timestamp, from: &str, message: Message) {
+        // Peers are untrusted: a message that breaks the protocol is counted and dropped
+        // before either machine sees it.
+        if from != self.id
+            && let Err(fault) = gadus_core::peer::check_message(from, &message)
+        {
+            self.peer_fault(from, &fault);
+            return;
+        }
         let to_compute = matches!(
             message,
             Message::AskForBid { .. }
@@ -451,6 +461,11 @@ impl Runtime {
         } else if let Some(o) = self.orch.as_mut() {
             o.handle_message(t, from, message);
         }
+    }
+
+    fn peer_fault(&self, peer: &str, fault: &gadus_core::peer::PeerMisbehaved) {
+        tracing::warn!(peer, kind = fault.kind(), error = %fault, "peer misbehaved; message dropped");
+        self.shared.metrics.peer_fault(peer, fault.kind());
     }
 
     /// Drains both machines, delivering local messages directly, until both are quiet.
@@ -484,6 +499,10 @@ impl Runtime {
                     other => batch.effects.push(Effect::Compute(other)),
                 }
             }
+            let faults = self.compute.as_mut().map(|c| c.take_faults()).unwrap_or_default();
+            for (peer, fault) in faults {
+                self.peer_fault(&peer, &fault);
+            }
             while let Some((from, m)) = local.pop_front() {
                 progressed = true;
                 self.route(t, &from, m);
@@ -516,7 +535,6 @@ impl Runtime {
     fn start_work(&mut self, a: ComputeAction) {
         let tx = self.tx.clone();
         let adapters = self.adapters.clone();
-        let work = self.work.clone();
         let shared = self.shared.clone();
         let node_id = self.id.clone();
         match a {
@@ -530,36 +548,35 @@ impl Runtime {
             }
             ComputeAction::Prepare { exec, job, resources, partition } => {
                 let id = exec.execution_id.clone();
-                if let Ok(mut w) = work.lock() {
-                    w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
-                }
+                let w = self.work.begin(&id, job.clone());
+                self.shared.metrics.executions_held(self.work.len());
                 let span = exec_span("prepare", &exec);
                 let task = async move {
-                    let r = prepare(&adapters, &shared, &exec, job, resources, partition).await;
-                    let r = match r {
-                        Ok(ctx) => {
-                            if let Ok(mut w) = work.lock()
-                                && let Some(e) = w.get_mut(&id)
-                            {
-                                e.ctx = Some(ctx);
-                            }
-                            Ok(())
-                        }
-                        Err(f) => Err(f),
-                    };
+                    // Cancelled before it began: the core has already moved on.
+                    let Some(step) = w.begin_step().await else { return };
+                    let r = prepare(&adapters, &shared, &exec, job, resources, partition)
+                        .await
+                        .map(|ctx| w.set_context(ctx));
+                    drop(step);
                     let _ = tx.send(Input::Work(Work::Prepared(id, r))).await;
                 };
                 tokio::spawn(task.instrument(span));
             }
             ComputeAction::Run { exec } => {
                 let id = exec.execution_id.clone();
-                let ctx = work.lock().ok().and_then(|w| w.get(&id).and_then(|e| e.ctx.clone()));
+                let w = self.work.get(&id);
                 let span = exec_span("run", &exec);
                 let task = async move {
-                    let r = match ctx {
-                        Some(ctx) => run(&adapters, &shared, &ctx, false).await,
-                        None => {
-                            Err((failure(FailureKind::Internal, "execution context lost"), None))
+                    let lost =
+                        || Err((failure(FailureKind::Internal, "execution state lost"), None));
+                    let r = match &w {
+                        None => lost(),
+                        Some(w) => {
+                            let Some(_step) = w.begin_step().await else { return };
+                            match w.context() {
+                                Some(ctx) => run(&adapters, &shared, &ctx, false).await,
+                                None => lost(),
+                            }
                         }
                     };
                     let _ = tx.send(Input::Work(Work::RunFinished(id, r))).await;
@@ -568,47 +585,69 @@ impl Runtime {
             }
             ComputeAction::Publish { exec } => {
                 let id = exec.execution_id.clone();
-                let job = work.lock().ok().and_then(|w| w.get(&id).map(|e| e.job.clone()));
+                let w = self.work.get(&id);
                 let span = exec_span("publish", &exec);
                 let task = async move {
-                    let r = match job {
-                        Some(job) => publish(&adapters, &shared, &job, &id, &node_id).await,
+                    let r = match &w {
                         None => Err(failure(FailureKind::Internal, "execution state lost")),
+                        Some(w) => {
+                            let Some(_step) = w.begin_step().await else { return };
+                            publish(&adapters, &shared, &w.job, &id, &node_id).await
+                        }
                     };
-                    if let Ok(mut w) = work.lock() {
-                        w.remove(&id);
-                    }
                     let _ = tx.send(Input::Work(Work::Published(id, r))).await;
                 };
                 tokio::spawn(task.instrument(span));
             }
             ComputeAction::Cancel { exec } => {
                 let id = exec.execution_id.clone();
-                let engine = work
-                    .lock()
-                    .ok()
-                    .and_then(|w| w.get(&id).map(|e| e.job.clone()))
-                    .and_then(|j| j.task().map(|t| t.engine_type()));
+                // Marked first: a step that has not begun never will. The engine is stopped
+                // at once, while a run may be in flight; the cleanup comes with `Release`.
+                let w = self.work.get(&id);
+                if let Some(w) = &w {
+                    w.cancel();
+                }
+                let executor =
+                    w.and_then(|w| w.engine()).and_then(|e| adapters.executors.get(&e).cloned());
                 let span = exec_span("cancel", &exec);
                 let task = async move {
-                    if let Some(ex) = engine.and_then(|e| adapters.executors.get(&e).cloned()) {
+                    if let Some(ex) = executor {
                         ex.cancel(&id).await;
+                    }
+                };
+                tokio::spawn(task.instrument(span));
+            }
+            ComputeAction::Release { exec } => {
+                let id = exec.execution_id.clone();
+                let w = self.work.end(&id);
+                self.shared.metrics.executions_held(self.work.len());
+                let span = exec_span("release", &exec);
+                let task = async move {
+                    // After a restart the node may release what an earlier process left:
+                    // then every engine looks for leftovers (cleanup is idempotent).
+                    let engines: Vec<_> = match w.as_ref().and_then(|w| w.engine()) {
+                        Some(e) => adapters.executors.get(&e).cloned().into_iter().collect(),
+                        None => adapters.executors.values().cloned().collect(),
+                    };
+                    let quiet = match &w {
+                        Some(w) => Some(w.quiesce().await),
+                        None => None,
+                    };
+                    for ex in engines {
                         ex.cleanup(&id).await;
                     }
                     shared.logs.close(&id);
-                    if let Ok(mut w) = work.lock() {
-                        w.remove(&id);
-                    }
+                    drop(quiet);
                 };
                 tokio::spawn(task.instrument(span));
             }
             ComputeAction::Adopt { exec, job, phase } => {
                 let id = exec.execution_id.clone();
-                if let Ok(mut w) = work.lock() {
-                    w.insert(id.clone(), ExecWork { ctx: None, job: job.clone() });
-                }
+                let w = self.work.begin(&id, job.clone());
+                self.shared.metrics.executions_held(self.work.len());
                 let span = exec_span("adopt", &exec);
                 let task = async move {
+                    let Some(_step) = w.begin_step().await else { return };
                     match phase {
                         Phase::Publishing => {
                             let r = publish(&adapters, &shared, &job, &id, &node_id).await;

@@ -278,6 +278,11 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a job with this exact ID was ever stored (live or terminal).
+    pub fn job_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.jobs.contains_key(id.as_bytes())?)
+    }
+
     /// A job by exact ID.
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         match self.inner.jobs.get(id.as_bytes())? {
@@ -368,7 +373,7 @@ impl Store {
     }
 
     /// One page of jobs in creation order (cursor-based: cost depends on the page size).
-    pub fn list_jobs(&self, q: &JobQuery) -> Result<JobPage, BadQuery> {
+    pub fn list_jobs(&self, q: &JobQuery) -> Result<JobPage, ListError> {
         let mut selector = Vec::new();
         for l in &q.labels {
             selector.extend(
@@ -401,14 +406,16 @@ impl Store {
         // to keep a selective filter from reading the whole store in one request.
         let scan_max = limit * 50 + 1000;
         for (scanned, kv) in iter.enumerate() {
-            let (k, _) = kv.into_inner().map_err(|e| BadQuery(format!("store: {e}")))?;
+            let (k, _) = kv.into_inner().map_err(StoreError::from)?;
             if page.items.len() == limit || scanned >= scan_max {
                 page.next_token = encode_token(last_key.as_deref().unwrap_or(&k));
                 break;
             }
             last_key = Some(k.to_vec());
-            let id = String::from_utf8_lossy(&k[8..]).into_owned();
-            let Ok(Some(rec)) = self.job(&id) else { continue };
+            // Keys are `creation time (8 bytes) ++ job ID`; anything shorter is not ours.
+            let Some(id) = k.get(8..) else { continue };
+            let id = String::from_utf8_lossy(id).into_owned();
+            let Some(rec) = self.job(&id)? else { continue };
             let job = rec.job;
             if q.namespace.as_ref().is_some_and(|ns| *ns != job.namespace) {
                 continue;
@@ -452,6 +459,18 @@ pub enum Lookup {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadQuery(pub String);
+
+/// Why a page of jobs could not be listed: the query (the client's fault) or the store (the
+/// node's).
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The query is malformed.
+    #[error(transparent)]
+    Query(#[from] BadQuery),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 fn encode_token(key: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)

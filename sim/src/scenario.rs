@@ -28,6 +28,9 @@ pub struct Faults {
     pub work_survives: f64,
     /// A compute node dies for good at this time into the run (decommissioned hardware).
     pub kill_forever_at: Option<Duration>,
+    /// Probability that an offer (`AskForBid`, `BidAccepted`) gets a second copy delivered
+    /// 30–180 s late, often after the execution ended, was acknowledged, or its node restarted.
+    pub late_duplicate: f64,
 }
 
 /// One simulated run's configuration, derived from its seed.
@@ -79,6 +82,7 @@ impl Scenario {
                 crash_mid_batch: 0.0,
                 work_survives: 1.0,
                 kill_forever_at: None,
+                late_duplicate: 0.0,
             }
         } else {
             Faults {
@@ -95,12 +99,19 @@ impl Scenario {
                 } else {
                     None
                 },
+                late_duplicate: 0.0,
             }
         };
         let machines = orchestrators + computes;
         let skew_max = [0, 200, 2_000][r.below(3) as usize] as u64;
         let skew_ms =
             (0..machines).map(|_| r.below(2 * skew_max + 1) as i64 - skew_max as i64).collect();
+        let mut faults = faults;
+        // Drawn last, so the fields above keep the values they had for each seed.
+        let late = [0.0, 0.05, 0.3][r.below(3) as usize];
+        if !calm {
+            faults.late_duplicate = late;
+        }
         Scenario {
             seed,
             orchestrators,
@@ -124,7 +135,7 @@ impl fmt::Display for Scenario {
         let fa = &self.faults;
         write!(
             f,
-            "orchestrators={} computes={} jobs={} safety={}s skew_ms={:?} loss={} dup={} latency={}..{}ms partition_every={}s crash_every={}s crash_mid_batch={} work_survives={:.2} kill_forever_at={:?} task_failure={} task_hang={} cpus={}",
+            "orchestrators={} computes={} jobs={} safety={}s skew_ms={:?} loss={} dup={} latency={}..{}ms partition_every={}s crash_every={}s crash_mid_batch={} work_survives={:.2} kill_forever_at={:?} late_dup={} task_failure={} task_hang={} cpus={}",
             self.orchestrators,
             self.computes,
             self.jobs,
@@ -139,6 +150,7 @@ impl fmt::Display for Scenario {
             fa.crash_mid_batch,
             fa.work_survives,
             fa.kill_forever_at,
+            fa.late_duplicate,
             self.task_failure,
             self.task_hang,
             self.node_cpus

@@ -83,6 +83,9 @@ struct ComputeSlot {
     /// Incremented by crashes: work from an older epoch is dead unless it survived.
     epoch: u64,
     plans: BTreeMap<String, Plan>,
+    /// What the driver holds per execution since `Prepare`/`Adopt` (execution → job), until
+    /// `Release`; a crash empties it (the driver's memory is gone).
+    held: BTreeMap<String, String>,
 }
 
 /// A client's view of a job it submitted.
@@ -121,6 +124,8 @@ pub struct World {
     next_req: u64,
     pending_submits: BTreeMap<u64, usize>,
     terminal_seen: BTreeMap<String, JobStateType>,
+    /// Runs started per (execution, attempt): never more than one.
+    runs: BTreeMap<(String, u64), u32>,
     exec_terminal_seen: BTreeMap<String, ExecutionStateType>,
     completions: BTreeMap<String, BTreeSet<String>>,
     /// Latest durable state of every execution, by job.
@@ -185,6 +190,7 @@ impl World {
                 synced: BTreeMap::new(),
                 unsynced: Vec::new(),
                 work: BTreeMap::new(),
+                held: BTreeMap::new(),
                 epoch: 0,
                 plans: BTreeMap::new(),
             });
@@ -213,6 +219,7 @@ impl World {
             next_req: 0,
             pending_submits: BTreeMap::new(),
             terminal_seen: BTreeMap::new(),
+            runs: BTreeMap::new(),
             exec_terminal_seen: BTreeMap::new(),
             completions: BTreeMap::new(),
             exec_states: BTreeMap::new(),
@@ -506,6 +513,15 @@ impl World {
         };
         let spread = max.saturating_sub(min).as_millis() as u64;
         let latency = min + Duration::from_millis(self.rng.below(spread + 1));
+        let is_offer = matches!(msg, Message::AskForBid { .. } | Message::BidAccepted { .. });
+        if self.faults_on && is_offer && self.rng.chance(f.late_duplicate) {
+            let late = Duration::from_secs(30 + self.rng.below(151));
+            self.mark("late-duplicate-sent");
+            self.push(
+                self.now + latency + late,
+                Event::Deliver { from, to, msg: Box::new(msg.clone()), dup: true },
+            );
+        }
         if self.faults_on && self.rng.chance(f.duplicate) {
             let extra = Duration::from_millis(self.rng.below(spread + 1));
             self.push(
@@ -819,6 +835,7 @@ impl World {
                 );
             }
             ComputeAction::Prepare { exec, job, .. } => {
+                self.computes[i].held.insert(exec.execution_id.clone(), exec.job_id.clone());
                 let plan = self.plan(&job);
                 let at = self.now + plan.prepare;
                 self.computes[i].plans.insert(exec.execution_id.clone(), plan);
@@ -834,6 +851,15 @@ impl World {
                 );
             }
             ComputeAction::Run { exec } => {
+                // At most one Run per (execution, attempt), whatever arrives twice or late.
+                let runs = self.runs.entry((exec.execution_id.clone(), exec.attempt)).or_default();
+                *runs += 1;
+                if *runs > 1 {
+                    self.violation = Some(format!(
+                        "execution {} attempt {} was run {} times",
+                        exec.execution_id, exec.attempt, runs
+                    ));
+                }
                 let plan = self.computes[i].plans.get(&exec.execution_id).cloned();
                 if let Some(plan) = plan
                     && !matches!(plan.outcome, Outcome::Hang)
@@ -868,7 +894,15 @@ impl World {
             ComputeAction::Cancel { exec } => {
                 self.computes[i].work.remove(&exec.execution_id);
             }
+            ComputeAction::Release { exec } => {
+                // Releasing what this incarnation never held is fine: after a restart it
+                // cleans up what an earlier one left.
+                self.computes[i].held.remove(&exec.execution_id);
+                self.computes[i].plans.remove(&exec.execution_id);
+                self.mark("released");
+            }
             ComputeAction::Adopt { exec, phase, .. } => {
+                self.computes[i].held.insert(exec.execution_id.clone(), exec.job_id.clone());
                 let id = exec.execution_id;
                 if self.computes[i].work.contains_key(&id) {
                     self.mark("adopted");
@@ -1003,6 +1037,7 @@ impl World {
             }
             s.unsynced.clear();
             s.m = None;
+            s.held.clear();
             s.epoch += 1;
             let ids: Vec<String> = s.work.keys().cloned().collect();
             for id in ids {
@@ -1104,6 +1139,18 @@ impl World {
                         "liveness: acknowledged job {id} missing from its orchestrator's store"
                     ));
                 }
+            }
+        }
+        // No work left once the cluster is quiet: every execution the driver was given
+        // work for, of a job that has finished, was released.
+        for (i, s) in self.computes.iter().enumerate() {
+            if let Some((exec, job)) =
+                s.held.iter().find(|(_, job)| self.terminal_seen.contains_key(job.as_str()))
+            {
+                return Err(format!(
+                    "liveness: compute c-{i} still holds work for execution {exec} of finished \
+                     job {job} (no Release)"
+                ));
             }
         }
         for (i, s) in self.computes.iter().enumerate() {

@@ -152,28 +152,9 @@ async fn stale_messages(n: &Node) -> u64 {
         .expect("gadus_stale_messages_total in /metrics")
 }
 
-async fn busybox() -> Option<String> {
-    let docker = match bollard::Docker::connect_with_local_defaults() {
-        Ok(d) if d.ping().await.is_ok() => d,
-        _ => {
-            assert!(
-                std::env::var_os("GADUS_REQUIRE_DOCKER").is_none(),
-                "the Docker engine does not answer but GADUS_REQUIRE_DOCKER is set"
-            );
-            eprintln!("skipping: no Docker engine");
-            return None;
-        }
-    };
-    Some(
-        gadus_io::executor::docker::testimage::ensure_busybox(&docker, "gadus-test-busybox:latest")
-            .await
-            .expect("building the busybox test image"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn node_loss_reschedules_and_the_late_result_is_not_accepted() {
-    let Some(image) = busybox().await else { return };
+    let Some(image) = support::busybox().await else { return };
     let a = Node::start(&args(&["--orchestrator"], &[]));
     let peer = a.p2p.clone().unwrap();
     let mut b = Node::start(&args(&["--compute", "--peer", &peer], &[]));
@@ -260,7 +241,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_owning_orchestrator_restarts_and_the_job_still_completes() {
-    let Some(image) = busybox().await else { return };
+    let Some(image) = support::busybox().await else { return };
     // A fixed libp2p port: the compute node re-dials its bootstrap address after A restarts.
     let port = free_port().to_string();
     let net = format!("Network.Port={port}");
@@ -305,7 +286,7 @@ fn signal(node: &Node, sig: rustix::process::Signal) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silenced_node_loses_its_job_and_its_late_result_is_rejected() {
-    let Some(image) = busybox().await else { return };
+    let Some(image) = support::busybox().await else { return };
     let a = Node::start(&args(&["--orchestrator"], &[]));
     let peer = a.p2p.clone().unwrap();
     let b = Node::start(&args(&["--compute", "--peer", &peer], &[]));
@@ -379,7 +360,7 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_node_loses_its_job_and_its_late_result_is_rejected() {
-    let Some(image) = busybox().await else { return };
+    let Some(image) = support::busybox().await else { return };
     let a_port = free_port();
     let net = format!("Network.Port={a_port}");
     let a = Node::start(&args(&["--orchestrator", "-c", &net], &[]));

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use gadus_core::model::ident::{self, IdKind};
+
 use super::Global;
 
 #[derive(Debug, clap::Args)]
@@ -26,7 +28,7 @@ pub async fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let v = c.get(&format!("/api/v1/orchestrator/jobs/{}?include=executions", args.id)).await?;
     let id = v["Job"]["ID"].as_str().context("no job ID in the answer")?.to_string();
     let ns = v["Job"]["Namespace"].as_str().unwrap_or("default");
-    let dir_name = if ns == "default" { format!("job-{id}") } else { format!("job-{ns}-{id}") };
+    let dir_name = results_folder_name(&id, ns)?;
     let dest = args.output_dir.unwrap_or_else(|| PathBuf::from(".")).join(dir_name);
     let completed: Vec<&Value> = v["Executions"]["Items"]
         .as_array()
@@ -46,9 +48,9 @@ pub async fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let raw = dest.join("raw");
     for e in &completed {
         let exec_id = e["ID"].as_str().unwrap_or("execution");
-        if exec_id.contains(['/', '\\']) || exec_id.starts_with('.') {
-            bail!("execution ID {exec_id:?} is not a safe folder name");
-        }
+        // The server names this folder: it is checked like any identifier from outside.
+        ident::check(IdKind::Execution, exec_id)
+            .map_err(|e| anyhow::anyhow!("the node answered with a bad {e}"))?;
         let stage = raw.join(exec_id);
         if stage.exists() {
             std::fs::remove_dir_all(&stage)
@@ -65,6 +67,15 @@ pub async fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("Results for job {id} are in {}", dest.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `job-<id>` (or `job-<namespace>-<id>`): both come from the server, so both are checked
+/// before they name a folder; a node answering `../../.ssh` gets an error, not a write.
+fn results_folder_name(id: &str, namespace: &str) -> anyhow::Result<String> {
+    ident::check(IdKind::Job, id)
+        .and_then(|()| ident::check(IdKind::Namespace, namespace))
+        .map_err(|e| anyhow::anyhow!("the node answered with a bad {e}"))?;
+    Ok(if namespace == "default" { format!("job-{id}") } else { format!("job-{namespace}-{id}") })
 }
 
 /// Largest archive `gadus get` downloads (and unpacks).
@@ -195,4 +206,26 @@ fn merge(stage: &Path, dest: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_from_the_server_are_checked() {
+        assert_eq!(results_folder_name("j-1", "default").unwrap(), "job-j-1");
+        assert_eq!(results_folder_name("svc", "team").unwrap(), "job-team-svc");
+        for (id, ns) in [
+            ("../../.ssh", "default"),
+            ("a/b", "default"),
+            ("..", "default"),
+            ("j-1", "../x"),
+            ("j-1", "a/b"),
+            ("", "default"),
+        ] {
+            let e = results_folder_name(id, ns).unwrap_err().to_string();
+            assert!(e.contains("bad"), "{id:?} {ns:?}: {e}");
+        }
+    }
 }

@@ -205,6 +205,17 @@ pub enum ComputeRecord {
     Exec(Box<LocalExec>),
     /// The orchestrator acknowledged the outcome: forget the execution.
     Forget(String),
+    /// What is kept of an acknowledged execution until `until`: its attempt, so that a copy
+    /// of its `AskForBid` delayed past the acknowledgement cannot create and run it again
+    /// (key: execution ID, replacing its `Exec` record; a `Forget` removes it).
+    Tombstone {
+        /// Execution ID.
+        execution_id: String,
+        /// The attempt that ended.
+        attempt: u64,
+        /// When the tombstone may go.
+        until: Timestamp,
+    },
     /// The restart counter.
     Incarnation(u64),
 }
@@ -215,6 +226,7 @@ impl ComputeRecord {
         match self {
             ComputeRecord::Exec(e) => ("executions", e.exec.execution_id.clone()),
             ComputeRecord::Forget(id) => ("executions", id.clone()),
+            ComputeRecord::Tombstone { execution_id, .. } => ("executions", execution_id.clone()),
             ComputeRecord::Incarnation(_) => ("meta", "incarnation".into()),
         }
     }
@@ -290,6 +302,14 @@ pub enum ComputeAction {
         /// The attempt.
         exec: ExecRef,
     },
+    /// The attempt is over here: drop everything held for it (its context, pinned inputs,
+    /// containers, scratch files; no answer expected). Emitted exactly once for every
+    /// attempt that was given a `Prepare` or an `Adopt`, on whichever path it ends
+    /// (completed, failed, timed out, cancelled), after any `Cancel`.
+    Release {
+        /// The attempt.
+        exec: ExecRef,
+    },
     /// After a restart: re-attach to the running (or publishing) work of this attempt and
     /// report its end as usual, or call [`Compute::handle_adopt_failed`].
     Adopt {
@@ -337,7 +357,26 @@ pub struct Compute {
     /// Capacity releases seen per execution (must be at most one).
     releases: BTreeMap<String, u32>,
     violations: Vec<String>,
+    /// Peer faults seen since the driver last took them (bounded: the oldest are dropped).
+    faults: VecDeque<(NodeId, crate::peer::PeerMisbehaved)>,
+    /// Acknowledged executions: their last attempt and when the tombstone expires.
+    tombstones: BTreeMap<String, (u64, Timestamp)>,
+    /// The same, by expiry (then ID), to drop them in order.
+    tomb_order: BTreeSet<(Timestamp, String)>,
 }
+
+/// How long an acknowledged execution is remembered: longer than any copy of its
+/// `AskForBid` can take to arrive (the transport gives up on a frame long before).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+/// Most tombstones kept; beyond, the oldest go first (bounded memory under any load).
+pub const MAX_TOMBSTONES: usize = 100_000;
+
+/// Most orchestrators a node announces itself to (peers come and go; this bounds the list
+/// whatever a flood of identities does).
+pub const MAX_ORCHESTRATORS: usize = 1024;
+
+/// Peer faults kept for the driver between two [`Compute::take_faults`].
+const MAX_PENDING_FAULTS: usize = 1024;
 
 fn wire_res(r: &Resources) -> WireResources {
     WireResources::from(r)
@@ -356,6 +395,9 @@ impl Compute {
             stats: ComputeStats::default(),
             releases: BTreeMap::new(),
             violations: Vec::new(),
+            faults: VecDeque::new(),
+            tombstones: BTreeMap::new(),
+            tomb_order: BTreeSet::new(),
         };
         c.actions.push_back(ComputeAction::Persist(ComputeRecord::Incarnation(1)));
         c.start(now);
@@ -378,13 +420,20 @@ impl Compute {
     ) -> Self {
         let mut incarnation = 0;
         let mut execs = BTreeMap::new();
+        let mut tombstones = BTreeMap::new();
         for r in records {
             match r {
                 ComputeRecord::Exec(e) => {
+                    tombstones.remove(&e.exec.execution_id);
                     execs.insert(e.exec.execution_id.clone(), *e);
                 }
                 ComputeRecord::Forget(id) => {
                     execs.remove(&id);
+                    tombstones.remove(&id);
+                }
+                ComputeRecord::Tombstone { execution_id, attempt, until } => {
+                    execs.remove(&execution_id);
+                    tombstones.insert(execution_id, (attempt, until));
                 }
                 ComputeRecord::Incarnation(n) => incarnation = incarnation.max(n),
             }
@@ -399,6 +448,9 @@ impl Compute {
             stats: ComputeStats::default(),
             releases: BTreeMap::new(),
             violations: Vec::new(),
+            faults: VecDeque::new(),
+            tombstones: BTreeMap::new(),
+            tomb_order: BTreeSet::new(),
         };
         c.actions.push_back(ComputeAction::Persist(ComputeRecord::Incarnation(incarnation + 1)));
         for (id, e) in &execs {
@@ -410,6 +462,11 @@ impl Compute {
             }
         }
         c.execs = execs;
+        for (id, (attempt, until)) in tombstones {
+            c.tomb_order.insert((until, id.clone()));
+            c.tombstones.insert(id, (attempt, until));
+        }
+        c.expire_tombstones(now);
         c.start(now);
         let ids: Vec<String> = c.execs.keys().cloned().collect();
         for id in ids {
@@ -462,6 +519,18 @@ impl Compute {
         &self.stats
     }
 
+    /// The peer faults seen since the last call, for the driver to count per peer.
+    pub fn take_faults(&mut self) -> Vec<(NodeId, crate::peer::PeerMisbehaved)> {
+        self.faults.drain(..).collect()
+    }
+
+    fn record_fault(&mut self, peer: &str, fault: crate::peer::PeerMisbehaved) {
+        if self.faults.len() == MAX_PENDING_FAULTS {
+            self.faults.pop_front();
+        }
+        self.faults.push_back((peer.to_string(), fault));
+    }
+
     /// Capacity currently reserved.
     pub fn reserved(&self) -> &Resources {
         &self.reserved
@@ -512,12 +581,25 @@ impl Compute {
     /// it at once and include it in every later heartbeat. Known orchestrators are ignored, so
     /// a peer flapping up and down costs one NodeInfo per reconnect.
     pub fn add_orchestrator(&mut self, id: &str) {
-        if id == self.cfg.node_id || self.cfg.orchestrators.iter().any(|o| o == id) {
+        if id == self.cfg.node_id
+            || self.cfg.orchestrators.iter().any(|o| o == id)
+            || self.cfg.orchestrators.len() >= MAX_ORCHESTRATORS
+        {
             return;
         }
         self.cfg.orchestrators.push(id.to_string());
         let advert = self.advert();
         self.send_msg(id, |clock| Message::NodeInfo { advert, clock });
+    }
+
+    /// A peer went away: it stops receiving this node's announcements and heartbeats (they
+    /// went to every peer ever seen), unless this node still holds executions for it. It is
+    /// added again when it comes back.
+    pub fn remove_orchestrator(&mut self, id: &str) {
+        if self.execs.values().any(|e| e.orchestrator == id) {
+            return;
+        }
+        self.cfg.orchestrators.retain(|o| o != id);
     }
 
     /// The orchestrators this node announces itself to.
@@ -552,7 +634,7 @@ impl Compute {
             Message::BidRejected { exec, reason } | Message::CancelExecution { exec, reason } => {
                 self.on_cancel(now, from, &exec, &reason);
             }
-            Message::UpdateAck { exec } => self.on_ack(from, &exec),
+            Message::UpdateAck { exec } => self.on_ack(now, from, &exec),
             _ => self.stats.stale_messages += 1,
         }
     }
@@ -579,6 +661,12 @@ impl Compute {
         partition: (u32, u32),
         needs_approval: bool,
     ) {
+        if self.is_buried(&exec) {
+            // A late copy of an offer whose execution ended and was acknowledged: running it
+            // again would run one attempt twice.
+            self.stats.stale_messages += 1;
+            return;
+        }
         if let Some(e) = self.execs.get(&exec.execution_id) {
             // A duplicate: answer again with what we decided.
             if e.exec.attempt == exec.attempt && e.orchestrator == from {
@@ -599,11 +687,14 @@ impl Compute {
             }
             return;
         }
-        let job = match crate::protocol::decode_job(job_json) {
-            Ok(j) => j,
-            Err(e) => {
+        // The job is held to the API's rules: a peer cannot make this node run what a user
+        // could not submit, nor reserve zero capacity with resources that do not parse.
+        let (job, resources) = match crate::peer::check_offered_job(job_json) {
+            Ok(checked) => checked,
+            Err(fault) => {
                 self.stats.bids_rejected += 1;
-                let reason = format!("cannot read the job: {e}");
+                let reason = format!("refused: {fault}");
+                self.record_fault(from, fault);
                 self.send_msg(from, |clock| Message::BidResult {
                     exec,
                     accepted: false,
@@ -614,19 +705,7 @@ impl Compute {
                 return;
             }
         };
-        if let Err(reason) = self.admissible(&job) {
-            self.stats.bids_rejected += 1;
-            self.send_msg(from, |clock| Message::BidResult {
-                exec,
-                accepted: false,
-                reason,
-                retryable: false,
-                clock,
-            });
-            return;
-        }
-        let resources = job_resources(&job);
-        if let Err(reason) = self.fits_node(&resources) {
+        if let Err(reason) = self.admissible(&job).and_then(|()| self.fits_node(&resources)) {
             self.stats.bids_rejected += 1;
             self.send_msg(from, |clock| Message::BidResult {
                 exec,
@@ -862,13 +941,46 @@ impl Compute {
         }
     }
 
-    fn on_ack(&mut self, from: &str, r: &ExecRef) {
+    fn on_ack(&mut self, now: Timestamp, from: &str, r: &ExecRef) {
         let Some(id) = self.known(from, r) else { return };
         if self.execs[&id].phase == Phase::Terminal {
             self.execs.remove(&id);
             self.releases.remove(&id);
+            if self.cfg.mutants.on(Mutant::NoTombstone) {
+                // BUG (mutant): forgotten outright, as before tombstones.
+                self.actions.push_back(ComputeAction::Persist(ComputeRecord::Forget(id)));
+                return;
+            }
+            // Not forgotten outright: a delayed copy of its AskForBid must not bring it back.
+            let until = now + TOMBSTONE_TTL;
+            self.tombstones.insert(id.clone(), (r.attempt, until));
+            self.tomb_order.insert((until, id.clone()));
+            self.actions.push_back(ComputeAction::Persist(ComputeRecord::Tombstone {
+                execution_id: id,
+                attempt: r.attempt,
+                until,
+            }));
+            self.expire_tombstones(now);
+        }
+    }
+
+    /// Drops tombstones that expired, and the oldest beyond [`MAX_TOMBSTONES`].
+    fn expire_tombstones(&mut self, now: Timestamp) {
+        while let Some((until, id)) = self.tomb_order.first().cloned() {
+            if until > now && self.tomb_order.len() <= MAX_TOMBSTONES {
+                break;
+            }
+            self.tomb_order.pop_first();
+            self.tombstones.remove(&id);
             self.actions.push_back(ComputeAction::Persist(ComputeRecord::Forget(id)));
         }
+        debug_assert_eq!(self.tombstones.len(), self.tomb_order.len());
+    }
+
+    /// Whether this is a copy of an offer for an attempt that already ended and was
+    /// acknowledged here (or an older one).
+    fn is_buried(&self, exec: &ExecRef) -> bool {
+        self.tombstones.get(&exec.execution_id).is_some_and(|(attempt, _)| exec.attempt <= *attempt)
     }
 
     // ------------------------------------------------------------------ executor results
@@ -1002,6 +1114,10 @@ impl Compute {
             _ => {}
         }
         let e = self.execs.get_mut(id).expect("present");
+        let had_work = matches!(e.phase, Phase::Preparing | Phase::Running | Phase::Publishing);
+        if had_work && !self.cfg.mutants.on(Mutant::NoRelease) {
+            self.actions.push_back(ComputeAction::Release { exec: e.exec.clone() });
+        }
         e.phase = Phase::Terminal;
         e.deadline = None;
         e.outcome = Some(outcome);
@@ -1036,6 +1152,7 @@ impl Compute {
         while let Some(t) = self.timers.pop_due(now) {
             match t {
                 Timer::Heartbeat => {
+                    self.expire_tombstones(now);
                     self.heartbeat();
                     self.timers.arm(now + self.cfg.heartbeat_interval, Timer::Heartbeat);
                 }

@@ -11,6 +11,7 @@ pub mod engines;
 pub mod evaluation;
 pub mod execution;
 pub mod history;
+pub mod ident;
 pub mod job;
 pub mod lenient;
 pub mod node;

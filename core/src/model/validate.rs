@@ -20,8 +20,6 @@ pub const RESERVED_ENV_PREFIXES: [&str; 2] = ["BACALHAU_", "GADUS_"];
 
 /// Longest job/task name accepted.
 pub const MAX_NAME_LEN: usize = 1024;
-/// Longest namespace accepted.
-pub const MAX_NAMESPACE_LEN: usize = 256;
 /// Largest `Count` accepted: beyond this a typo would create a flood of executions.
 pub const MAX_COUNT: i64 = 10_000;
 /// Most map entries (Meta, Labels, Env) accepted per map.
@@ -196,12 +194,9 @@ impl Job {
     }
 
     fn validate_job_level(&self, e: &mut Errors) {
-        if self.id.trim().is_empty() {
-            e.add("ID", "missing");
-        } else if self.id.chars().any(|c| c.is_whitespace() || c == '\0') {
-            e.add("ID", "must not contain spaces or null characters");
-        } else if self.id.len() > MAX_NAME_LEN {
-            e.add("ID", format!("longer than {MAX_NAME_LEN} bytes"));
+        // IDs and namespaces become folder names, store keys and URL paths: one strict syntax.
+        if let Some(reason) = super::ident::problem(&self.id) {
+            e.add("ID", reason);
         }
         if self.name.trim().is_empty() {
             e.add("Name", "missing");
@@ -210,12 +205,8 @@ impl Job {
         } else if self.name.contains('\0') {
             e.add("Name", "must not contain null characters");
         }
-        if self.namespace.trim().is_empty() {
-            e.add("Namespace", "missing");
-        } else if self.namespace.len() > MAX_NAMESPACE_LEN {
-            e.add("Namespace", format!("longer than {MAX_NAMESPACE_LEN} bytes"));
-        } else if self.namespace.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-            e.add("Namespace", "must not contain spaces, control characters or '/'");
+        if let Some(reason) = super::ident::problem(&self.namespace) {
+            e.add("Namespace", reason);
         }
         match &self.job_type {
             JobType::Missing => e.add("Type", "missing (batch, service, ops or daemon)"),

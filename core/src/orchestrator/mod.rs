@@ -181,6 +181,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (e.g. stopping a completed job).
     Conflict,
+    /// The node could not answer (its store failed): the node's fault, not the client's.
+    Internal,
 }
 
 /// A refused request, with a message for the user.
@@ -424,7 +426,20 @@ impl Orchestrator {
 
     /// Submits a job (already decoded). Replies `Submitted` once the job is durable, or an
     /// error listing every validation problem.
-    pub fn submit(&mut self, now: Timestamp, request: RequestId, mut job: Job) {
+    pub fn submit(&mut self, now: Timestamp, request: RequestId, job: Job) {
+        self.submit_unless_stored(now, request, job, |_| Ok(false));
+    }
+
+    /// [`Orchestrator::submit`] for a driver whose store holds jobs that have left memory:
+    /// `stored(id)` says whether a job with that ID exists there (terminal jobs are not in
+    /// memory, and a client-chosen ID must never replace one of them), or why it cannot tell.
+    pub fn submit_unless_stored(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        mut job: Job,
+        stored: impl FnOnce(&str) -> Result<bool, String>,
+    ) {
         let warnings = job.normalize(&mut self.rng);
         self.apply_defaults(&mut job);
         if let Err(errs) = job.validate() {
@@ -434,10 +449,26 @@ impl Orchestrator {
             self.reply(request, Reply::Error(err));
             return;
         }
-        if self.jobs.contains_key(&job.id) {
-            let msg = format!("a job with ID {} already exists", job.id);
-            self.reply(request, Reply::Error(ApiError::new(ErrorKind::Conflict, msg)));
-            return;
+        let exists = match self.jobs.contains_key(&job.id) {
+            true => Ok(true),
+            false => stored(&job.id),
+        };
+        match exists {
+            Ok(false) => {}
+            Ok(true) => {
+                let msg = format!(
+                    "a job with ID {} already exists (IDs are never reused, even after the job \
+                     ended: choose another ID)",
+                    job.id
+                );
+                self.reply(request, Reply::Error(ApiError::new(ErrorKind::Conflict, msg)));
+                return;
+            }
+            Err(why) => {
+                let msg = format!("cannot check whether job {} exists: {why}", job.id);
+                self.reply(request, Reply::Error(ApiError::new(ErrorKind::Internal, msg)));
+                return;
+            }
         }
         let rec = match self.new_job_rec(now, job) {
             Ok(rec) => rec,
@@ -543,25 +574,34 @@ impl Orchestrator {
             }
             None => Resources::default(),
         };
+        Ok(Self::job_rec_with(rec, resources))
+    }
+
+    /// A job's in-memory record with `resources` (no checks: for a stored job that can no
+    /// longer be scheduled, kept so that it can be failed with the reason).
+    fn job_rec_with(rec: JobRecord, resources: Resources) -> JobRec {
+        let job = &rec.job;
+        let task = job.task();
         let mut storages: Vec<String> = task
-            .input_sources
+            .map(|t| &t.input_sources[..])
+            .unwrap_or_default()
             .iter()
             .filter_map(|i| i.source.as_ref().map(|s| s.type_key()))
             .collect();
         storages.sort();
         storages.dedup();
-        Ok(JobRec {
+        JobRec {
             resources,
             constraints: Constraints::split(&job.constraints),
-            engine: task.engine_type(),
-            publisher: task.publisher_type(),
+            engine: task.map(|t| t.engine_type()).unwrap_or_default(),
+            publisher: task.map(|t| t.publisher_type()).unwrap_or_default(),
             storages,
             job_json: codec::to_json(&**job),
             execs: Vec::new(),
             history: Vec::new(),
             eval_at: None,
             rec,
-        })
+        }
     }
 
     /// Stops a job: its executions are cancelled and it ends `Stopped`.
@@ -1586,6 +1626,7 @@ impl Orchestrator {
         let mut evals = Vec::new();
         let mut execs = Vec::new();
         let mut history = Vec::new();
+        let mut unusable: Vec<(String, String)> = Vec::new();
         for r in records {
             match r {
                 Record::Job(j) => {
@@ -1594,7 +1635,15 @@ impl Orchestrator {
                     let key = (j.job.namespace.clone(), j.job.name.clone());
                     let is_daemon = j.job.job_type == JobType::Daemon;
                     let queued = j.job.state.state_type == JobStateType::Queued;
-                    let Ok(rec) = Self::job_rec_from(j) else { continue };
+                    // A stored job this version cannot schedule (its spec no longer parses)
+                    // is kept and failed with the reason, never dropped silently.
+                    let rec = match Self::job_rec_from(j.clone()) {
+                        Ok(rec) => rec,
+                        Err(e) => {
+                            unusable.push((id.clone(), e.message));
+                            Self::job_rec_with(j, Resources::default())
+                        }
+                    };
                     if let Some(old) = o.jobs.get(&id) {
                         let mut rec = rec;
                         rec.execs = old.execs.clone();
@@ -1699,6 +1748,11 @@ impl Orchestrator {
             }
         }
         drop(evals); // Evaluations are an audit trail; every live job is re-evaluated below.
+        for (id, why) in unusable {
+            let message =
+                format!("the stored job can no longer be scheduled ({why}): failed at restart");
+            o.set_job_state(now, &id, JobStateType::Failed, &message);
+        }
         let ids: Vec<String> = o.jobs.keys().cloned().collect();
         for id in &ids {
             if let Some(t) = o.total_timeout(id) {

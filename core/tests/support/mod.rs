@@ -301,6 +301,7 @@ impl Cluster {
                     Work::Published(exec.execution_id),
                 ));
             }
+            ComputeAction::Release { .. } => {}
             ComputeAction::Cancel { exec } => {
                 node.running.remove(&exec.execution_id);
                 self.work.retain(|(_, n, w)| !(n == name && work_id(w) == exec.execution_id));

@@ -44,6 +44,17 @@ pub struct PreparedInput {
     pub host_path: PathBuf,
     /// Whether the task may write to it (only `local` sources with `ReadWrite`).
     pub writable: bool,
+    /// For a host path the job named (`local`): the checked file or directory, held open.
+    /// Engines must use it, never `host_path` (which then is its `/proc/<pid>/fd/<n>` link):
+    /// the path itself may have been swapped since it was checked.
+    pub pinned: Option<crate::pinned::PinnedPath>,
+}
+
+impl PreparedInput {
+    /// An input the node prepared in a folder of its own (downloads, inline data).
+    pub fn node_owned(target: &str, host_path: std::path::PathBuf) -> Self {
+        PreparedInput { target: target.to_string(), host_path, writable: false, pinned: None }
+    }
 }
 
 /// Everything an executor needs to run one execution.

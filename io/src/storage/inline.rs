@@ -166,7 +166,7 @@ impl InputProvider for InlineProvider {
             })?;
             file
         };
-        Ok(PreparedInput { target: target.to_string(), host_path, writable: false })
+        Ok(PreparedInput::node_owned(target, host_path))
     }
 }
 

@@ -29,21 +29,36 @@ use crate::executor::{PreparedInput, failure};
 pub struct ContentSources {
     peers: RwLock<Vec<String>>,
     gateways: Vec<String>,
+    /// What a peer's advertised API URL must pass (the urlDownload policy).
+    peer_policy: crate::storage::url::UrlPolicy,
 }
 
+/// Peers kept as content sources (an attacker announcing many identities cannot grow it).
+const MAX_PEER_SOURCES: usize = 1024;
+
 impl ContentSources {
-    /// Sources with a fixed gateway list.
-    pub fn new(gateways: Vec<String>) -> Self {
-        Self { peers: RwLock::new(Vec::new()), gateways }
+    /// Sources with a fixed gateway list; peers' API URLs are held to `peer_policy`.
+    pub fn new(gateways: Vec<String>, peer_policy: crate::storage::url::UrlPolicy) -> Self {
+        Self { peers: RwLock::new(Vec::new()), gateways, peer_policy }
     }
 
-    /// Adds one peer if absent.
-    pub fn add_peer(&self, peer: String) {
+    /// Adds a peer by the API URL it advertises, once vetted
+    /// ([`crate::storage::url::vet_peer_api`]); `connected_from` is the address its
+    /// connection comes from. Reads go to its local-only gateway (`<api>/local`).
+    pub fn add_peer(
+        &self,
+        api: &str,
+        connected_from: Option<std::net::IpAddr>,
+    ) -> Result<(), String> {
+        let base = crate::storage::url::vet_peer_api(&self.peer_policy, api, connected_from)?;
+        let peer = format!("{base}/local");
         if let Ok(mut p) = self.peers.write()
             && !p.contains(&peer)
+            && p.len() < MAX_PEER_SOURCES
         {
             p.push(peer);
         }
+        Ok(())
     }
 
     /// Peers first (they are close), then gateways.
@@ -149,7 +164,7 @@ impl InputProvider for IpfsProvider {
             kind: FailureKind::InputUnavailable,
             message: format!("exporting {root}: {e}"),
         })?;
-        Ok(PreparedInput { target: target.to_string(), host_path: dest, writable: false })
+        Ok(PreparedInput::node_owned(target, dest))
     }
 
     async fn is_local(&self, source: &SpecConfig) -> bool {

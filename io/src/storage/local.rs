@@ -6,7 +6,9 @@
 //! are resolved before the comparison) and must lie under an entry. Read-write access needs an
 //! entry that grants `:rw` *and* the source's `ReadWrite: true`.
 //!
-//! Nothing is copied: the executor mounts the path itself (read-only unless writable).
+//! Nothing is copied. What was checked is opened without following symlinks and held open
+//! ([`crate::pinned`]); the executor mounts that open object (read-only unless writable),
+//! never the path, which may be swapped for a symlink after the check.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,7 @@ use gadus_core::protocol::{ExecFailure, FailureKind};
 
 use super::{InputProvider, Progress};
 use crate::executor::PreparedInput;
+use crate::pinned::PinnedPath;
 
 /// One allow-listed host path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +109,30 @@ impl LocalProvider {
     }
 }
 
+impl LocalProvider {
+    /// Checks a request and opens what it names, following no symlink at any component,
+    /// so the engine gets that very object even if the path is swapped afterwards
+    /// ([`crate::pinned`]). Symlinks in the request are resolved first (to a place that
+    /// must be allowed); one appearing between the check and the open is refused.
+    pub fn pin(&self, source: &str, read_write: bool) -> Result<PinnedPath, ExecFailure> {
+        let canonical = self.check(source, read_write)?;
+        PinnedPath::open_no_symlinks(&canonical).map_err(|e| {
+            let why = if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                "it changed while being checked (a symlink appeared in the path)".to_string()
+            } else {
+                e.to_string()
+            };
+            ExecFailure {
+                kind: FailureKind::InputUnavailable,
+                message: format!(
+                    "local input {source:?}: cannot open {}: {why}",
+                    canonical.display()
+                ),
+            }
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl InputProvider for LocalProvider {
     fn source_type(&self) -> &'static str {
@@ -128,9 +155,14 @@ impl InputProvider for LocalProvider {
             Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
             _ => false,
         };
-        let host_path = self.check(path, rw)?;
-        progress.report(&format!("mounting {}", host_path.display()));
-        Ok(PreparedInput { target: target.to_string(), host_path, writable: rw })
+        let pinned = self.pin(path, rw)?;
+        progress.report(&format!("mounting {}", pinned.checked_path().display()));
+        Ok(PreparedInput {
+            target: target.to_string(),
+            host_path: pinned.magic_path().to_path_buf(),
+            writable: rw,
+            pinned: Some(pinned),
+        })
     }
 
     async fn is_local(&self, source: &SpecConfig) -> bool {

@@ -358,11 +358,7 @@ impl InputProvider for S3InputProvider {
             None => None,
         };
         let store = self.connector.store(source, &t, "s3").await?;
-        let as_folder = PreparedInput {
-            target: target.to_string(),
-            host_path: work_dir.to_path_buf(),
-            writable: false,
-        };
+        let as_folder = PreparedInput::node_owned(target, work_dir.to_path_buf());
         if key.is_empty() || key.ends_with('/') || key.ends_with('*') {
             self.download_prefix(&store, &key, filter.as_ref(), work_dir, progress).await?;
             return Ok(as_folder);
@@ -386,7 +382,7 @@ impl InputProvider for S3InputProvider {
         let dest = work_dir.join(safe_relative(name).unwrap_or_else(|| PathBuf::from("file")));
         progress.report(&format!("downloading s3://{}/{key}", t.bucket));
         get_to_file(&store, &location, &dest, self.connector.config.max_input_bytes).await?;
-        Ok(PreparedInput { target: target.to_string(), host_path: dest, writable: false })
+        Ok(PreparedInput::node_owned(target, dest))
     }
 }
 

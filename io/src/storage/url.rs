@@ -322,7 +322,7 @@ impl InputProvider for UrlDownloadProvider {
             return Err(e);
         }
         make_read_only(&dest).await?;
-        Ok(PreparedInput { target: target.to_string(), host_path: dest, writable: false })
+        Ok(PreparedInput::node_owned(target, dest))
     }
 }
 
@@ -339,6 +339,48 @@ fn permits(policy: &UrlPolicy, addr: SocketAddr) -> Result<(), String> {
         AddrClass::Private => Err(format!("{} is a private address", addr.ip())),
         AddrClass::Forbidden(what) => Err(format!("{} is {what}", addr.ip())),
     }
+}
+
+/// Vets the API base URL a peer advertises (identify's `api=`) before this node fetches
+/// content from it: the urlDownload policy applies, as for any URL that arrives from outside.
+/// One exception keeps private clusters working: the peer's own address (the IP its libp2p
+/// connection comes from) is allowed whatever its class, unless it is of a forbidden class
+/// (link-local, metadata, multicast...). The host must be an IP literal (a name could resolve
+/// elsewhere later), and the URL a bare `scheme://ip:port` (no user, path, query or fragment,
+/// which would let a peer aim requests at another service's endpoint). Returns the URL in
+/// canonical form.
+pub fn vet_peer_api(
+    policy: &UrlPolicy,
+    api: &str,
+    connected_from: Option<IpAddr>,
+) -> Result<String, String> {
+    if api.len() > 256 {
+        return Err(format!("{} bytes is too long for an API URL", api.len()));
+    }
+    let url = Url::parse(api).map_err(|e| format!("{api:?} is not a URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("scheme {:?} is not http or https", url.scheme()));
+    }
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || !matches!(url.path(), "" | "/")
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!("{api:?} must be a bare scheme://address:port"));
+    }
+    let ip = match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
+        _ => return Err(format!("{api:?}: the host must be an IP address")),
+    };
+    let port = url.port_or_known_default().ok_or_else(|| format!("{api:?} has no port"))?;
+    let own_address =
+        connected_from == Some(ip) && !matches!(classify(ip), AddrClass::Forbidden(_));
+    if !own_address {
+        permits(policy, SocketAddr::new(ip, port))?;
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// Checks a URL's scheme and host against `policy` and returns the vetted addresses to connect
@@ -435,4 +477,42 @@ async fn make_read_only(path: &Path) -> Result<(), ExecFailure> {
     tokio::fs::set_permissions(path, perms).await.map_err(|e| {
         failure(FailureKind::Internal, format!("urlDownload: {}: {e}", path.display()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 12, defect 4): a peer-advertised API URL became a content source
+    /// unchecked, so a peer could aim this node's requests at any internal service.
+    #[test]
+    fn peer_api_urls_pass_the_url_policy_or_are_the_peers_own_address() {
+        let policy = UrlPolicy::default();
+        let lan: IpAddr = "10.0.0.7".parse().unwrap();
+        // The peer's own (private) address is fine: it is the node we already talk to.
+        assert_eq!(
+            vet_peer_api(&policy, "http://10.0.0.7:1234/", Some(lan)).unwrap(),
+            "http://10.0.0.7:1234"
+        );
+        assert!(vet_peer_api(&policy, "http://8.8.8.8:1234", None).is_ok());
+        for (api, from) in [
+            ("http://10.0.0.8:1234", Some(lan)),   // someone else's address
+            ("http://127.0.0.1:1234", Some(lan)),  // our own loopback
+            ("http://169.254.169.254", Some(lan)), // cloud metadata
+            ("http://169.254.169.254", Some("169.254.169.254".parse().unwrap())), // even "own"
+            ("http://10.0.0.7:1234/admin?x=", Some(lan)), // a path aimed elsewhere
+            ("http://user:pw@10.0.0.7:1234", Some(lan)),
+            ("http://internal.example:1234", Some(lan)), // names are not resolved
+            ("file:///etc/passwd", Some(lan)),
+            ("gopher://10.0.0.7:70", Some(lan)),
+            ("not a url", Some(lan)),
+        ] {
+            assert!(vet_peer_api(&policy, api, from).is_err(), "{api} from {from:?}");
+        }
+        let loopback_ok = UrlPolicy { allow_loopback: true, ..Default::default() };
+        assert!(vet_peer_api(&loopback_ok, "http://127.0.0.1:1234", None).is_ok());
+        assert!(
+            vet_peer_api(&policy, &format!("http://8.8.8.8:1/{}", "a".repeat(300)), None).is_err()
+        );
+    }
 }

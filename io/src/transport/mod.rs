@@ -32,8 +32,10 @@ pub enum Inbound {
     PeerUp {
         /// Node ID.
         node: NodeId,
-        /// e.g. `http://127.0.0.1:1234`.
+        /// e.g. `http://127.0.0.1:1234` (as the peer claims it: vet before use).
         api: Option<String>,
+        /// The IP address the peer's connection comes from, when known.
+        addr: Option<std::net::IpAddr>,
     },
     /// A peer became unreachable.
     PeerDown {

@@ -418,6 +418,15 @@ fn agent_version(api: Option<&str>) -> String {
     }
 }
 
+/// The IP address in a multiaddr (`/ip4/1.2.3.4/tcp/5`), if it has one.
+fn multiaddr_ip(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
 /// The API URL in an agent version written by [`agent_version`].
 fn api_from_agent(agent: &str) -> Option<String> {
     agent
@@ -612,6 +621,7 @@ impl P2pTransport {
             dialing: HashSet::new(),
             bootstrap: HashMap::new(),
             up: HashSet::new(),
+            remote_ips: HashMap::new(),
             last_published: None,
             closing: None,
             topic: IdentTopic::new(NODES_TOPIC),
@@ -819,6 +829,9 @@ struct Driver {
     bootstrap: HashMap<PeerId, BootPeer>,
     /// Peers we announced with `PeerUp`.
     up: HashSet<PeerId>,
+    /// The IP address of each connected peer's latest connection (what its advertised API
+    /// URL is checked against).
+    remote_ips: HashMap<PeerId, std::net::IpAddr>,
     last_published: Option<(u64, Instant)>,
     /// Set by a shutdown request: who waits, and when to stop flushing.
     closing: Option<(Vec<oneshot::Sender<()>>, Instant)>,
@@ -1115,6 +1128,9 @@ impl Driver {
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 let now = Instant::now();
                 self.dialing.remove(&peer_id);
+                if let Some(ip) = multiaddr_ip(endpoint.get_remote_address()) {
+                    self.remote_ips.insert(peer_id, ip);
+                }
                 if let ConnectedPoint::Dialer { address, .. } = endpoint {
                     self.learn_addr(peer_id, address);
                 }
@@ -1131,6 +1147,7 @@ impl Driver {
                 // Gossipsub re-dials explicit peers on its own; our queues and bootstrap list
                 // decide whom to re-dial, so it forgets them while they are away.
                 self.swarm.behaviour_mut().gossipsub.remove_explicit_peer(&peer_id);
+                self.remote_ips.remove(&peer_id);
                 if self.up.remove(&peer_id) {
                     let node = peer_id.to_base58();
                     lock(&self.shared.peers).remove(&node);
@@ -1158,7 +1175,8 @@ impl Driver {
                     let node = peer_id.to_base58();
                     let api = api_from_agent(&info.agent_version);
                     lock(&self.shared.peers).insert(node.clone(), api.clone());
-                    self.push_inbound(Inbound::PeerUp { node, api }, false);
+                    let addr = self.remote_ips.get(&peer_id).copied();
+                    self.push_inbound(Inbound::PeerUp { node, api, addr }, false);
                 }
             }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {

@@ -39,6 +39,7 @@ fn reply_error(e: gadus_core::orchestrator::ApiError) -> ApiErr {
             .with_details(e.details),
         ErrorKind::NotFound => ApiErr::not_found(e.message),
         ErrorKind::Conflict => ApiErr::bad_request(e.message),
+        ErrorKind::Internal => ApiErr::internal(e.message),
     }
 }
 
@@ -134,7 +135,10 @@ async fn list(
         next_token: p.next_token,
         labels,
     };
-    let page = s.node.shared.store.list_jobs(&q).map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    let page = s.node.shared.store.list_jobs(&q).map_err(|e| match e {
+        crate::store::ListError::Query(e) => ApiErr::bad_request(e.to_string()),
+        crate::store::ListError::Store(e) => ApiErr::from(e),
+    })?;
     // Serialized straight to bytes: going through `json!` would first build a `Value` tree of
     // every job on the page.
     #[derive(serde::Serialize)]

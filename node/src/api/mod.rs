@@ -20,6 +20,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use futures::FutureExt;
 use serde_json::json;
 
 use crate::config::NodeConfig;
@@ -191,6 +192,11 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let route = route_label(req.uri().path());
     let websocket = req.uri().path().ends_with("/logs");
+    // The IPFS gateway answers in the gateway's own plain-text style; every other error
+    // leaves in Bacalhau's shape.
+    let gateway =
+        req.uri().path().starts_with("/ipfs/") || req.uri().path().starts_with("/local/ipfs/");
+    let path = req.uri().path().to_string();
     // Content and archive routes stream large bodies both ways: no buffering, no timeout.
     let streaming = websocket || data::is_streaming(req.uri().path());
     let started = Instant::now();
@@ -226,12 +232,85 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
             }
         }
     };
-    let mut resp = REQUEST_ID.scope(id.clone(), fut).await;
+    let mut resp =
+        guard_panics(&s.node.shared.metrics, &id, REQUEST_ID.scope(id.clone(), fut)).await;
+    if !gateway {
+        resp = REQUEST_ID.scope(id.clone(), in_bacalhau_shape(resp, &method, &path)).await;
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     s.node.shared.metrics.api(&method, &route, resp.status().as_u16(), started.elapsed());
     resp
+}
+
+/// Rewrites an error that did not come from our handlers (a query or path the extractor
+/// refused, a websocket route called without an upgrade, a method the route lacks: axum
+/// answers those in plain text or with an empty body) into Bacalhau's error shape, keeping
+/// its status and its text as the message.
+async fn in_bacalhau_shape(resp: Response, method: &str, path: &str) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "MethodNotAllowed",
+            format!(
+                "{method} is not allowed on {path}{}",
+                allow.as_deref().map(|a| format!(" (allowed: {a})")).unwrap_or_default()
+            ),
+        ),
+        StatusCode::NOT_FOUND => {
+            ("NotFound", if text.is_empty() { format!("{path} not found") } else { text })
+        }
+        s if s.is_server_error() => ("InternalError", text),
+        _ => (
+            "BadRequest",
+            if text.is_empty() { format!("invalid request to {path}") } else { text },
+        ),
+    };
+    let mut out = ApiErr::new(status, code, message).into_response();
+    if let Some(a) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        out.headers_mut().insert(header::ALLOW, a);
+    }
+    out
+}
+
+/// Runs a request: a panicking handler must not silently kill the connection. The client
+/// gets a 500 in Bacalhau's shape, and the panic is logged and counted (the default hook has
+/// already printed its message and location).
+async fn guard_panics(
+    metrics: &crate::metrics::Metrics,
+    id: &str,
+    fut: impl std::future::Future<Output = Response>,
+) -> Response {
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(request_id = %id, panic = %what, "API handler panicked");
+            metrics.api_panic();
+            REQUEST_ID.sync_scope(id.to_string(), || {
+                ApiErr::internal("the node failed while answering this request (it was logged)")
+                    .into_response()
+            })
+        }
+    }
 }
 
 /// Largest body drained before answering 413 (beyond it the connection is dropped).
@@ -352,5 +431,29 @@ pub fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiErr {
         ApiErr::new(StatusCode::PAYLOAD_TOO_LARGE, "BadRequest", "request body too large")
     } else {
         ApiErr::new(status, "BadRequest", e.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_bacalhaus_shape_and_is_counted() {
+        let metrics = crate::metrics::Metrics::default();
+        let boom = async {
+            if request_id().is_empty() {
+                return StatusCode::OK.into_response();
+            }
+            panic!("handler bug");
+        };
+        let resp = guard_panics(&metrics, "req-1", REQUEST_ID.scope("req-1".into(), boom)).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["Code"], "InternalError");
+        assert_eq!(v["RequestID"], "req-1");
+        assert_eq!(v["Status"], 500);
+        assert!(metrics.render().contains("gadus_api_panics_total 1"));
     }
 }

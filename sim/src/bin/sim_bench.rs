@@ -30,6 +30,7 @@ fn main() {
             crash_mid_batch: 0.0,
             work_survives: 1.0,
             kill_forever_at: None,
+            late_duplicate: 0.0,
         },
         task_failure: 0.05,
         task_hang: 0.0,

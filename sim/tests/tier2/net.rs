@@ -99,7 +99,7 @@ async fn dial(
             }
         };
         rec.line(format!("link {id}->{peer} up"));
-        let _ = inbound.send(Inbound::PeerUp { node: peer.clone(), api: None }).await;
+        let _ = inbound.send(Inbound::PeerUp { node: peer.clone(), api: None, addr: None }).await;
         let (mut r, mut w) = stream.into_split();
         let mut unacked: std::collections::VecDeque<tokio::time::Instant> = Default::default();
         let mut ack = [0u8; 64];

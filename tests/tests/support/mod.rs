@@ -203,3 +203,24 @@ pub async fn wait_terminal(node: &Node, id: &str, limit: Duration) -> String {
 pub fn noop_job() -> Value {
     serde_json::json!({"Type": "batch", "Count": 1, "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]})
 }
+
+/// The busybox test image (built locally, no registry), or `None` when no Docker engine
+/// answers (a failure instead under `GADUS_REQUIRE_DOCKER`).
+pub async fn busybox() -> Option<String> {
+    let docker = match bollard::Docker::connect_with_local_defaults() {
+        Ok(d) if d.ping().await.is_ok() => d,
+        _ => {
+            assert!(
+                std::env::var_os("GADUS_REQUIRE_DOCKER").is_none(),
+                "the Docker engine does not answer but GADUS_REQUIRE_DOCKER is set"
+            );
+            eprintln!("skipping: no Docker engine");
+            return None;
+        }
+    };
+    Some(
+        gadus_io::executor::docker::testimage::ensure_busybox(&docker, "gadus-test-busybox:latest")
+            .await
+            .expect("building the busybox test image"),
+    )
+}

@@ -196,6 +196,40 @@ pub fn docker_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
 }
 
+/// Whether the engine behind `host` resolves `/proc/<pid>/fd/<n>` as this process does, which
+/// pinned `local` inputs need (see [`crate::pinned`]): it must run in this process's mount
+/// and PID namespaces. The engine is the peer of its Unix socket (`SO_PEERCRED`, whose PID
+/// the kernel translates into our PID namespace, or 0 when the peer is not visible there).
+/// Behind a socket proxy this checks the proxy.
+pub async fn engine_shares_namespaces(host: &str) -> Result<(), String> {
+    let Some(path) = host.strip_prefix("unix://") else {
+        return Err(format!("the engine is reached at {host}, not over a local Unix socket"));
+    };
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| format!("connecting to {path}: {e}"))?;
+    let pid = stream
+        .peer_cred()
+        .map_err(|e| format!("reading the engine's credentials: {e}"))?
+        .pid()
+        .filter(|p| *p > 0)
+        .ok_or("the engine's process is not visible from this PID namespace")?;
+    for ns in ["mnt", "pid"] {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"))
+            .map_err(|e| format!("reading this process's {ns} namespace: {e}"))?;
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+            .map_err(|e| format!("reading the engine's (PID {pid}) {ns} namespace: {e}"))?;
+        if ours != theirs {
+            return Err(format!(
+                "the engine (PID {pid}) runs in another {ns} namespace ({} vs {})",
+                theirs.display(),
+                ours.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A client for `DOCKER_HOST` whose API version is negotiated down to the engine's; fails
 /// when the engine does not answer within `timeout`.
 pub async fn connect_client(timeout: Duration) -> Result<Docker, DockerError> {
@@ -304,9 +338,13 @@ impl DockerExecutor {
             Some(g) => g.clone(),
             None => gpu::detect_gpus().await,
         };
+        let no_pinned_mounts = engine_shares_namespaces(&host_name).await.err();
+        if let Some(why) = &no_pinned_mounts {
+            tracing::warn!(reason = %why, "local inputs cannot be mounted by this Docker engine");
+        }
         Ok(DockerExecutor {
             docker,
-            host: HostFacts { cpus: info.ncpu.unwrap_or(0) as f64, gpus },
+            host: HostFacts { cpus: info.ncpu.unwrap_or(0) as f64, gpus, no_pinned_mounts },
             engine_version: info.server_version.unwrap_or_default(),
             config,
             execs: Mutex::new(HashMap::new()),
@@ -801,7 +839,70 @@ impl DockerExecutor {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.remove_volumes(execution_id).await?;
         self.execs().remove(execution_id);
+        Ok(())
+    }
+
+    /// Creates the volumes through which pinned `local` inputs are mounted. A volume of the
+    /// same name left by an earlier run is removed first: its device names a descriptor of a
+    /// process that may no longer exist (or be someone else now).
+    async fn create_input_volumes(
+        &self,
+        ctx: &ExecutionContext,
+        volumes: &[plan::InputVolume],
+    ) -> Result<(), ExecFailure> {
+        for v in volumes {
+            match self
+                .docker
+                .remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if status_is(&e, 404) => {}
+                Err(e) => return Err(internal("removing a stale input volume", e)),
+            }
+            let labels = HashMap::from([
+                (LABEL_EXECUTION_ID.to_string(), ctx.execution_id.clone()),
+                (LABEL_JOB_ID.to_string(), ctx.job.id.clone()),
+                (LABEL_MANAGED.to_string(), "true".to_string()),
+            ]);
+            let request = bollard::models::VolumeCreateRequest {
+                name: Some(v.name.clone()),
+                driver: Some("local".into()),
+                driver_opts: Some(plan::volume_driver_opts(v)),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            self.docker
+                .create_volume(request)
+                .await
+                .map_err(|e| internal("creating an input volume", e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the volumes labelled with the execution.
+    async fn remove_volumes(&self, execution_id: &str) -> Result<(), DockerError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_EXECUTION_ID}={execution_id}")],
+        )]);
+        let opts = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed = self.docker.list_volumes(Some(opts)).await?;
+        for v in listed.volumes.unwrap_or_default() {
+            match self
+                .docker
+                .remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if status_is(&e, 404) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 
@@ -859,6 +960,7 @@ impl Executor for DockerExecutor {
         self.prepare_result_dirs(&plan.result_dirs, plan.user.as_deref())
             .map_err(|e| no_output(internal("creating the result folders", e)))?;
         self.execs().entry(ctx.execution_id.clone()).or_default();
+        self.create_input_volumes(ctx, &plan.volumes).await.map_err(no_output)?;
 
         let opts = CreateContainerOptionsBuilder::default().name(&plan.name).build();
         if let Err(e) = self.docker.create_container(Some(opts), plan.body).await {
@@ -887,7 +989,8 @@ impl Executor for DockerExecutor {
             .map_err(|e| no_output(internal("attaching to the container", e)))?;
         self.start(ctx, &plan.name).await.map_err(no_output)?;
         // The ExecutionTimeout counts from the start: image pulls and creation are not in it.
-        let deadline = ctx.deadline.map(|d| Instant::now() + d);
+        // Beyond what `Instant` holds is no deadline (a huge timeout once panicked here).
+        let deadline = ctx.deadline.and_then(|d| Instant::now().checked_add(d));
         let finished = self.supervise(ctx, &plan.name, source, logs, deadline).await?;
         self.conclude(&ctx.execution_id, finished)
     }
@@ -934,7 +1037,8 @@ impl Executor for DockerExecutor {
                 let ran = started.map_or(Duration::ZERO, |s| {
                     Duration::from_nanos(u64::try_from(now_nanos().saturating_sub(s)).unwrap_or(0))
                 });
-                let deadline = ctx.deadline.map(|d| Instant::now() + d.saturating_sub(ran));
+                let deadline =
+                    ctx.deadline.and_then(|d| Instant::now().checked_add(d.saturating_sub(ran)));
                 // Replays the stored log, then follows live (lines written between the two, or
                 // rotated away while the node was down, can be missed).
                 let mut source = self

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig, Mount,
-    MountType, ResourcesUlimits,
+    MountType, MountVolumeOptions, ResourcesUlimits,
 };
 use gadus_core::model::states::NetworkType;
 use gadus_core::model::{DockerEngineSpec, Gpu, Task};
@@ -66,6 +66,9 @@ pub struct HostFacts {
     pub cpus: f64,
     /// GPUs the vendor tools reported.
     pub gpus: Vec<Gpu>,
+    /// Why the engine cannot mount pinned host paths (`local` inputs), if it cannot: it must
+    /// share this process's mount and PID namespaces to resolve `/proc/<pid>/fd/<n>`.
+    pub no_pinned_mounts: Option<String>,
 }
 
 /// A container to create, and the host directories to prepare for it.
@@ -77,8 +80,32 @@ pub struct ContainerPlan {
     pub body: ContainerCreateBody,
     /// Host directories bind-mounted writable for results (`results_dir/<Name>`).
     pub result_dirs: Vec<PathBuf>,
+    /// Volumes to create before the container: pinned host paths (see [`InputVolume`]).
+    pub volumes: Vec<InputVolume>,
     /// The user the task runs as.
     pub user: Option<String>,
+}
+
+/// A `local` input the engine mounts from its pinned file descriptor: a `local`-driver volume
+/// `type=none,o=bind,device=/proc/<pid>/fd/<n>`, mounted by the engine in its own namespace
+/// (where the magic link resolves to the pinned object), then into the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputVolume {
+    /// `gadus-<executionID>-in<k>`, labelled like the container.
+    pub name: String,
+    /// `/proc/<pid>/fd/<n>`.
+    pub device: String,
+    /// Mounted read-write (else `bind,ro`).
+    pub writable: bool,
+}
+
+/// The `local` driver options of an input volume.
+pub fn volume_driver_opts(v: &InputVolume) -> HashMap<String, String> {
+    HashMap::from([
+        ("type".to_string(), "none".to_string()),
+        ("o".to_string(), if v.writable { "bind" } else { "bind,ro" }.to_string()),
+        ("device".to_string(), v.device.clone()),
+    ])
 }
 
 /// The container name of an execution. Docker names allow `[a-zA-Z0-9][a-zA-Z0-9_.-]*`;
@@ -277,7 +304,8 @@ pub fn plan(
 
     let mut targets = BTreeSet::new();
     let mut mounts = Vec::new();
-    for input in &ctx.inputs {
+    let mut volumes = Vec::new();
+    for (k, input) in ctx.inputs.iter().enumerate() {
         let target = check_target("input target", &input.target)?;
         if !targets.insert(target.clone()) {
             return Err(failure(FailureKind::InvalidSpec, format!("two mounts at {target}")));
@@ -285,7 +313,33 @@ pub fn plan(
         let source = input.host_path.to_str().ok_or_else(|| {
             failure(FailureKind::Internal, format!("input path {:?} is not UTF-8", input.host_path))
         })?;
-        mounts.push(bind(source.to_string(), target, !input.writable));
+        if input.pinned.is_none() {
+            mounts.push(bind(source.to_string(), target, !input.writable));
+            continue;
+        }
+        // A path the job named: never bind the path (it may have been swapped since it was
+        // checked), mount the pinned object through a volume.
+        if let Some(why) = &host.no_pinned_mounts {
+            return Err(failure(
+                FailureKind::InputUnavailable,
+                format!("local inputs cannot be mounted safely on this node: {why}"),
+            ));
+        }
+        let volume = InputVolume {
+            name: format!("{name}-in{k}"),
+            device: source.to_string(),
+            writable: input.writable,
+        };
+        mounts.push(Mount {
+            target: Some(target),
+            source: Some(volume.name.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(!input.writable),
+            // Never copy the image's files at the target into the host folder.
+            volume_options: Some(MountVolumeOptions { no_copy: Some(true), ..Default::default() }),
+            ..Default::default()
+        });
+        volumes.push(volume);
     }
     let mut result_dirs = Vec::new();
     for r in &task.result_paths {
@@ -399,7 +453,7 @@ pub fn plan(
         host_config: Some(host_config),
         ..Default::default()
     };
-    Ok(ContainerPlan { name, body, result_dirs, user })
+    Ok(ContainerPlan { name, body, result_dirs, volumes, user })
 }
 
 #[cfg(test)]
@@ -438,11 +492,13 @@ mod tests {
                     target: "/inputs".into(),
                     host_path: "/data/in".into(),
                     writable: false,
+                    pinned: None,
                 },
                 PreparedInput {
                     target: "/scratch/".into(),
                     host_path: "/data/rw".into(),
                     writable: true,
+                    pinned: None,
                 },
             ],
             results_dir: "/results/e-1".into(),
@@ -466,7 +522,7 @@ mod tests {
     }
 
     fn host() -> HostFacts {
-        HostFacts { cpus: 2.0, gpus: vec![] }
+        HostFacts { cpus: 2.0, gpus: vec![], no_pinned_mounts: None }
     }
 
     fn build(
@@ -607,7 +663,11 @@ mod tests {
             pci_address: "0000:03:00.0".into(),
             ..Default::default()
         };
-        let h = HostFacts { cpus: 2.0, gpus: vec![nvidia(0), nvidia(1), amd.clone()] };
+        let h = HostFacts {
+            cpus: 2.0,
+            gpus: vec![nvidia(0), nvidia(1), amd.clone()],
+            no_pinned_mounts: None,
+        };
 
         let res = Resources { gpu: 1, ..Default::default() };
         let c = ctx(NetworkType::None, false, res);

@@ -497,7 +497,9 @@ impl Executor for WasmExecutor {
         )
         .map_err(|e| internal(format!("creating the stderr file: {e}")))?;
 
-        let deadline = ctx.deadline.map(|d| started + d);
+        // A deadline beyond what `Instant` can hold is no deadline (checked: a peer once sent
+        // an ExecutionTimeout near i64::MAX seconds and the addition panicked).
+        let deadline = ctx.deadline.and_then(|d| started.checked_add(d));
         let limits = Limits {
             memory_bytes: self.memory_limit(ctx.resources.memory),
             table_elements: self.config.max_table_elements,
@@ -526,10 +528,11 @@ impl Executor for WasmExecutor {
 
         // The run thread enforces the deadline itself; this wait is the backstop for a host
         // call that would not return.
-        let joined = match deadline {
+        let give_up = deadline.and_then(|d| d.checked_add(self.config.stop_grace));
+        let joined = match give_up {
             None => Some((&mut done).await),
-            Some(d) => {
-                let give_up = tokio::time::Instant::from_std(d + self.config.stop_grace);
+            Some(give_up) => {
+                let give_up = tokio::time::Instant::from_std(give_up);
                 match tokio::time::timeout_at(give_up, &mut done).await {
                     Ok(joined) => Some(joined),
                     Err(_) => {

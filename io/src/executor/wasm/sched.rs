@@ -89,16 +89,19 @@ impl StoppableSched {
 
     /// Sleeps `total` in steps; `Err` (a trap) if the run is stopped meanwhile.
     fn sleep_stoppable(&self, total: Duration) -> Result<(), Error> {
-        let end = Instant::now() + total;
+        // The guest chooses `total` (up to u64::MAX ns): an end beyond what `Instant` holds
+        // is "never", and only the stop flag or the deadline ends the sleep.
+        let end = Instant::now().checked_add(total);
         loop {
             if self.stop.check(self.deadline).is_some() {
                 return Err(Error::trap(anyhow::Error::new(Stopped)));
             }
             let now = Instant::now();
-            if now >= end {
+            let left = end.map_or(SLEEP_STEP, |end| end.saturating_duration_since(now));
+            if left.is_zero() {
                 return Ok(());
             }
-            std::thread::sleep((end - now).min(SLEEP_STEP));
+            std::thread::sleep(left.min(SLEEP_STEP));
         }
     }
 }
