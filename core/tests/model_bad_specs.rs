@@ -297,6 +297,22 @@ fn cases() -> Vec<(&'static str, String, Want)> {
             Decode("recursion limit"),
         ),
         ("yaml nesting beyond the parser limit", deep_yaml, Decode("recursion limit")),
+        // Regression (issue 12, defect 10): 100,000 levels of flow nesting (200 KB) took 20 s
+        // in the YAML parser; refused by a linear pre-scan.
+        (
+            "yaml flow nesting of 200 KB",
+            format!(
+                "Type: batch\nTasks:\n  - Name: m\n    Engine: {{Type: noop, Params: {{x: {}{}}}}}\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            Decode("nested deeper than 512 levels"),
+        ),
+        (
+            "yaml flow mappings nested 40,000 deep",
+            format!("Type: batch\nMeta: {}1{}\n", "{a: ".repeat(40_000), "}".repeat(40_000)),
+            Decode("nested deeper than 512 levels"),
+        ),
         ("malformed json", r#"{"Type":"batch","#.into(), Decode("EOF")),
         ("not an object", "[1,2,3]".into(), Decode("invalid type")),
         (
