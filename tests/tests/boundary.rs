@@ -116,7 +116,7 @@ async fn run_seed(seed: u64, ops: usize) {
         } else if op < 45 {
             let body = malformed_body(&mut rng);
             let (s, v, _) = call("PUT", &node.url("/api/v1/orchestrator/jobs"), Some(body)).await;
-            assert!(s >= 400 && s < 500 || s == 200, "malformed submit answered {s}: {v}");
+            assert!((400..500).contains(&s) || s == 200, "malformed submit answered {s}: {v}");
             if s == 200 {
                 acked.insert(v["JobID"].as_str().unwrap().to_string(), Value::Null);
             }
