@@ -78,6 +78,10 @@ pub enum PeerMisbehaved {
     /// An API URL the node will not fetch from.
     #[error("unusable API URL: {0}")]
     BadApiUrl(String),
+    /// An orchestrator this compute node does not take work from
+    /// (`Compute.AllowedOrchestrators`).
+    #[error("not an allowed orchestrator of this node")]
+    NotAllowed,
 }
 
 impl PeerMisbehaved {
@@ -94,6 +98,7 @@ impl PeerMisbehaved {
             PeerMisbehaved::InvalidResult(_) => "invalid_result",
             PeerMisbehaved::Oversized { .. } => "oversized",
             PeerMisbehaved::BadApiUrl(_) => "api_url",
+            PeerMisbehaved::NotAllowed => "not_allowed",
         }
     }
 }

@@ -213,3 +213,26 @@ fn peers_that_leave_stop_getting_heartbeats_unless_executions_are_held_for_them(
     }
     assert!(c.orchestrators().len() <= gadus_core::compute::MAX_ORCHESTRATORS);
 }
+
+/// A closed compute node (`Compute.AllowedOrchestrators`) takes no work from, and does not
+/// announce itself to, any other peer; each refusal is a fault of that peer.
+#[test]
+fn a_closed_node_refuses_strangers_and_counts_them() {
+    let t = Timestamp(1_000_000_000);
+    let mut store = Vec::new();
+    let mut cfg = ComputeConfig::new("n-c1", Resources::new(4.0, 4 << 30, 0, 0), vec![ORCH.into()]);
+    cfg.allowed_orchestrators = Some([ORCH.to_string()].into());
+    let mut c = Compute::new(cfg, t);
+    drain(&mut c, &mut store);
+    c.handle_message(t, "n-stranger", ask("e-1", 1));
+    let acts = drain(&mut c, &mut store);
+    assert_eq!(count(&acts, is_prepare), 0);
+    assert!(acts.iter().all(|a| !matches!(a, ComputeAction::Send { .. })), "no answer: {acts:?}");
+    let faults = c.take_faults();
+    assert_eq!(faults.len(), 1);
+    assert_eq!((faults[0].0.as_str(), faults[0].1.kind()), ("n-stranger", "not_allowed"));
+    c.add_orchestrator("n-stranger");
+    assert!(!c.orchestrators().iter().any(|o| o == "n-stranger"));
+    c.handle_message(t, ORCH, ask("e-2", 1));
+    assert_eq!(count(&drain(&mut c, &mut store), is_prepare), 1, "the allowed one still works");
+}

@@ -115,6 +115,9 @@ pub struct ComputeSection {
     pub allow_listed_local_paths: Vec<String>,
     /// stdout/stderr bytes returned inline in an execution.
     pub max_inline_output_bytes: usize,
+    /// Node IDs (libp2p peer IDs) of the only orchestrators this compute node takes work
+    /// from; empty = any peer (an open cluster).
+    pub allowed_orchestrators: Vec<String>,
 }
 
 /// `Compute.AllocatedCapacity.*`.
@@ -376,6 +379,7 @@ impl Default for ComputeSection {
             heartbeat: HeartbeatSection::default(),
             allow_listed_local_paths: Vec::new(),
             max_inline_output_bytes: 64 * 1024,
+            allowed_orchestrators: Vec::new(),
         }
     }
 }
@@ -687,6 +691,10 @@ impl NodeConfig {
                     return Err(bad(&key, format!("{v:?} is over the limit of {max} s")));
                 }
             }
+        }
+        for id in &self.compute.allowed_orchestrators {
+            gadus_core::model::ident::check(gadus_core::model::ident::IdKind::Node, id)
+                .map_err(|e| bad("Compute.AllowedOrchestrators", e.to_string()))?;
         }
         for (key, v, min, max) in [
             ("API.MaxBodyBytes", self.api.max_body_bytes, 1024, 1 << 30),

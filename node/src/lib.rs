@@ -369,6 +369,10 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
             probe_http: (!ac.probe_http.is_empty()).then(|| ac.probe_http.clone()),
         };
         c.version = agent_version();
+        if !cfg.compute.allowed_orchestrators.is_empty() {
+            c.allowed_orchestrators =
+                Some(cfg.compute.allowed_orchestrators.iter().cloned().collect());
+        }
         Some(c)
     } else {
         None

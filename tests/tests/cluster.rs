@@ -489,3 +489,55 @@ async fn local_locality_bids_only_where_the_input_is_stored() {
     }
     drop(other);
 }
+
+/// A closed cluster (issue 18, item 7, first step): a compute node with
+/// `Compute.AllowedOrchestrators` takes work only from the orchestrators listed. A stranger
+/// orchestrator that knew the node while it was open keeps offering it work after it is
+/// closed: none of it runs, and the refusals are counted against the stranger.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compute_node_takes_work_only_from_allowed_orchestrators() {
+    let a = Node::start(&args(&["--orchestrator"], &[]));
+    let a_peer = a.p2p.clone().unwrap();
+    let a_id = a_peer.rsplit('/').next().unwrap().to_string();
+    // C keeps its libp2p port across its restart, so the stranger finds it again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let net_port = format!("Network.Port={port}");
+    let c_dir = tempfile::tempdir().unwrap();
+    let open = args(&["--compute", "--peer", &a_peer, "-c", &net_port], &[]);
+    let mut c = Node::start_in(c_dir.path(), 0, &open);
+    let c_peer = c.p2p.clone().unwrap();
+    let stranger = Node::start(&args(&["--orchestrator", "--peer", &c_peer], &[]));
+    let stranger_id = stranger.p2p.clone().unwrap().rsplit('/').next().unwrap().to_string();
+    wait_nodes(&stranger, 1).await;
+
+    // Closed: only A.
+    c.kill9();
+    let allow = format!("Compute.AllowedOrchestrators={a_id}");
+    let closed = args(&["--compute", "--peer", &a_peer, "-c", &net_port, "-c", &allow], &[]);
+    let c = Node::start_in(c_dir.path(), 0, &closed);
+    wait_nodes(&a, 1).await;
+
+    let job = json!({"Type": "batch", "Count": 1,
+        "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]});
+    let ok = submit(&a, job.clone()).await;
+    assert_eq!(wait_terminal(&a, &ok, Duration::from_secs(30)).await, "Completed");
+
+    let refused = submit(&stranger, job).await;
+    let want = format!("gadus_peer_faults_total{{peer=\"{stranger_id}\",kind=\"not_allowed\"}}");
+    let start = Instant::now();
+    let text = loop {
+        let text =
+            support::http().get(c.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if text.contains(&want) || start.elapsed() > Duration::from_secs(30) {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(text.contains(&want), "C counted the stranger's offers: {text}");
+    let ran = executions(&stranger, &refused)
+        .await
+        .iter()
+        .any(|e| e["ComputeState"]["StateType"].as_i64() >= Some(BID_ACCEPTED));
+    assert!(!ran, "a stranger's job ran on a closed compute node");
+    assert_ne!(support::job_state(&stranger, &refused).await, "Completed");
+}

@@ -86,6 +86,9 @@ pub struct ComputeConfig {
     pub default_exec_timeout: Duration,
     /// Orchestrators to announce this node to.
     pub orchestrators: Vec<NodeId>,
+    /// When set, the only orchestrators this node takes work from and announces itself to
+    /// (`Compute.AllowedOrchestrators`); everything else is refused as a peer fault.
+    pub allowed_orchestrators: Option<BTreeSet<NodeId>>,
     /// Admission rules.
     pub policy: SelectionPolicy,
     /// Published address (results server etc.).
@@ -122,6 +125,7 @@ impl ComputeConfig {
             approval_timeout: Duration::from_secs(60),
             default_exec_timeout: Duration::ZERO,
             orchestrators,
+            allowed_orchestrators: None,
             policy: SelectionPolicy::default(),
             address: String::new(),
             version: format!("v{}", env!("CARGO_PKG_VERSION")),
@@ -582,6 +586,7 @@ impl Compute {
     /// a peer flapping up and down costs one NodeInfo per reconnect.
     pub fn add_orchestrator(&mut self, id: &str) {
         if id == self.cfg.node_id
+            || !self.takes_work_from(id)
             || self.cfg.orchestrators.iter().any(|o| o == id)
             || self.cfg.orchestrators.len() >= MAX_ORCHESTRATORS
         {
@@ -624,8 +629,20 @@ impl Compute {
 
     // ------------------------------------------------------------------ messages
 
+    /// Whether this node takes work from `peer` (its own orchestrator always).
+    pub fn takes_work_from(&self, peer: &str) -> bool {
+        peer == self.cfg.node_id
+            || self.cfg.allowed_orchestrators.as_ref().is_none_or(|a| a.contains(peer))
+    }
+
     /// A message from an orchestrator.
     pub fn handle_message(&mut self, now: Timestamp, from: &str, message: Message) {
+        if !self.takes_work_from(from) {
+            // A closed cluster: work from anyone else is refused unanswered (an answer would
+            // tell a stranger this node exists and what it holds).
+            self.record_fault(from, crate::peer::PeerMisbehaved::NotAllowed);
+            return;
+        }
         match message {
             Message::AskForBid { exec, job_json, partition, needs_approval } => {
                 self.on_ask(now, from, exec, &job_json, partition, needs_approval);
