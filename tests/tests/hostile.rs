@@ -506,3 +506,57 @@ async fn an_upload_cut_by_kill_9_leaves_no_spool_behind() {
     let _node = Node::start_in(dir.path(), 0, &[]);
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0, "cleared at start");
 }
+
+/// A flood of concurrent junk (oversized, malformed and valid submissions, bad paths) from
+/// many clients at once: every request gets an answer below 500, and the node stays usable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_concurrent_junk_gets_answers_and_loses_nothing() {
+    let node = Node::start(&["-c", "API.MaxBodyBytes=1048576"]);
+    let client = http();
+    let mut tasks = Vec::new();
+    for i in 0..400usize {
+        let c = client.clone();
+        let base = node.url("");
+        tasks.push(tokio::spawn(async move {
+            let (method, path, body): (&str, String, Vec<u8>) = match i % 5 {
+                0 => ("PUT", "/api/v1/orchestrator/jobs".into(), vec![b'{'; 2 << 20]),
+                1 => ("PUT", "/api/v1/orchestrator/jobs".into(), vec![0xff; 1000]),
+                2 => (
+                    "PUT",
+                    "/api/v1/orchestrator/jobs".into(),
+                    serde_json::to_vec(&json!({"Job": noop_job()})).unwrap(),
+                ),
+                3 => ("GET", format!("/api/v1/orchestrator/jobs/{}", "x".repeat(8000)), vec![]),
+                _ => ("DELETE", "/api/v1/orchestrator/jobs/../../etc".into(), vec![]),
+            };
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let resp = c
+                .request(m, format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match resp {
+                Ok(r) => {
+                    let s = r.status().as_u16();
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    (i, s, v)
+                }
+                Err(e) => (i, 0, json!(e.to_string())),
+            }
+        }));
+    }
+    let mut submitted = Vec::new();
+    for t in tasks {
+        let (i, s, v) = t.await.unwrap();
+        assert!(s != 0 && s < 500, "request {i} got {s}: {v}");
+        if s == 200 {
+            submitted.push(v["JobID"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(submitted.len(), 80, "every valid submission in the flood was accepted");
+    for id in &submitted {
+        let state = wait_terminal(&node, id, Duration::from_secs(120)).await;
+        assert_eq!(state, "Completed", "{id}");
+    }
+}
