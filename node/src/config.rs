@@ -300,6 +300,9 @@ pub struct NetworkSection {
     /// Open no listener: only dial the bootstrap peers (a node behind NAT or a firewall;
     /// peers reach it over the connections it opens).
     pub dial_only: bool,
+    /// A private network's swarm key (the IPFS `/key/swarm/psk/1.0.0/` file); empty = use
+    /// `<data dir>/swarm.key` when it exists. Peers without the same key cannot connect.
+    pub swarm_key_path: String,
 }
 
 /// `Logging.*`.

@@ -529,6 +529,19 @@ async fn start_p2p(
         );
     }
     p.mdns = cfg.network.mdns;
+    // A private network: `Network.SwarmKeyPath`, else `<data dir>/swarm.key` when present
+    // (where Kubo keeps it).
+    let swarm_key = match cfg.network.swarm_key_path.as_str() {
+        "" => Some(data_dir.join("swarm.key")).filter(|p| p.exists()),
+        path => Some(PathBuf::from(path)),
+    };
+    if let Some(path) = swarm_key {
+        p.swarm_key = Some(
+            gadus_io::transport::p2p::load_swarm_key(&path)
+                .map_err(|e| StartError::Config(format!("Network.SwarmKeyPath: {e}")))?,
+        );
+        tracing::info!(path = %path.display(), "private network: peers need this swarm key");
+    }
     let api_host = if api_addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else if api_addr.is_ipv6() {

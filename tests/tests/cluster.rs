@@ -541,3 +541,49 @@ async fn a_compute_node_takes_work_only_from_allowed_orchestrators() {
     assert!(!ran, "a stranger's job ran on a closed compute node");
     assert_ne!(support::job_state(&stranger, &refused).await, "Completed");
 }
+
+fn swarm_key_in(dir: &std::path::Path) {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).unwrap();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(dir.join("swarm.key"), format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n"))
+        .unwrap();
+}
+
+/// A closed cluster (issue 18, item 7): nodes sharing `<data dir>/swarm.key` form a private
+/// libp2p network; a node with another key, or with none, cannot even connect, so it never
+/// joins and is never handed work.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_nodes_with_the_swarm_key_join_a_private_cluster() {
+    let a_dir = tempfile::tempdir().unwrap();
+    swarm_key_in(a_dir.path());
+    let a = Node::start_in(a_dir.path(), 0, &args(&["--orchestrator"], &[]));
+    let a_peer = a.p2p.clone().unwrap();
+
+    let member = tempfile::tempdir().unwrap();
+    std::fs::copy(a_dir.path().join("swarm.key"), member.path().join("swarm.key")).unwrap();
+    let c = Node::start_in(member.path(), 0, &args(&["--compute", "--peer", &a_peer], &[]));
+    let other_key = tempfile::tempdir().unwrap();
+    swarm_key_in(other_key.path());
+    let _wrong = Node::start_in(other_key.path(), 0, &args(&["--compute", "--peer", &a_peer], &[]));
+    let _none = Node::start(&args(&["--compute", "--peer", &a_peer], &[]));
+
+    wait_nodes(&a, 1).await;
+    let c_id = node_id(&c).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let joined: Vec<String> = nodes(&a)
+        .await
+        .iter()
+        .filter(|n| n["Info"]["NodeType"] == "Compute")
+        .map(|n| n["Info"]["NodeID"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(joined, vec![c_id.clone()], "only the node with the key joined");
+
+    let job = json!({"Type": "batch", "Count": 1,
+        "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]});
+    let id = submit(&a, job).await;
+    assert_eq!(wait_terminal(&a, &id, Duration::from_secs(30)).await, "Completed");
+    for e in executions(&a, &id).await {
+        assert_eq!(e["NodeID"], c_id.as_str(), "work went only to the member");
+    }
+}

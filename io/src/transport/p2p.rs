@@ -65,7 +65,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,6 +150,24 @@ pub struct P2pConfig {
     /// tunnel turns this off: it reaches the cluster only through its bootstrap addresses,
     /// since what peers advertise may be unroutable from where it sits.
     pub learn_peer_addrs: bool,
+    /// A private network's pre-shared key: every connection starts with a handshake under
+    /// it, so a peer without the key cannot connect at all (see [`load_swarm_key`]).
+    pub swarm_key: Option<libp2p::pnet::PreSharedKey>,
+}
+
+/// Reads a swarm key in the IPFS format (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex
+/// digits), the file Kubo's private networks use.
+pub fn load_swarm_key(path: &Path) -> Result<libp2p::pnet::PreSharedKey, P2pError> {
+    let unusable =
+        |why: String| P2pError::InvalidConfig(format!("swarm key {}: {why}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1025).read_to_string(&mut text))
+        .map_err(|e| unusable(e.to_string()))?;
+    if text.len() > 1024 {
+        return Err(unusable("too long for a swarm key".into()));
+    }
+    text.parse::<libp2p::pnet::PreSharedKey>().map_err(|e| unusable(e.to_string()))
 }
 
 impl P2pConfig {
@@ -165,6 +183,7 @@ impl P2pConfig {
             max_connections_per_peer: 2,
             max_frame: MAX_FRAME_BYTES,
             learn_peer_addrs: true,
+            swarm_key: None,
         }
     }
 }
@@ -578,13 +597,36 @@ impl P2pTransport {
         }
 
         let behaviour_cfg = cfg.clone();
+        let psk = cfg.swarm_key;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
+            .with_other_transport(|key| {
+                use libp2p::Transport as _;
+                use libp2p::core::muxing::StreamMuxerBox;
+                use libp2p::core::upgrade::Version;
+                let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+                let noise = noise::Config::new(key)?;
+                // With a swarm key, the pnet handshake comes first, before noise: a stranger
+                // cannot even learn this node's identity. Both shapes are boxed to one type.
+                let transport = match psk {
+                    Some(psk) => tcp
+                        .and_then(move |socket, _| {
+                            libp2p::pnet::PnetConfig::new(psk).handshake(socket)
+                        })
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default())
+                        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                        .boxed(),
+                    None => tcp
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default())
+                        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                        .boxed(),
+                };
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
+            })
             .map_err(|e| P2pError::Setup(e.to_string()))?
             .with_behaviour(|key| {
                 build_behaviour(key, &behaviour_cfg, max_frame)
