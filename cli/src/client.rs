@@ -10,6 +10,8 @@ use serde_json::Value;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Key and tokens; `None` = never send a token nor log in.
+    identity: Option<crate::auth::Identity>,
 }
 
 impl Client {
@@ -25,7 +27,99 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        Ok(Client { base: format!("http://{host}:{port}"), http })
+        Ok(Client { base: format!("http://{host}:{port}"), http, identity: None })
+    }
+
+    /// Sends the stored token with each request and logs in again when the node says 401.
+    pub fn with_identity(mut self, identity: crate::auth::Identity) -> Client {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The API's base URL (`http://host:port`), the key of `tokens.json`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.identity.as_ref().and_then(|i| i.token(&self.base)) {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends the request `make` builds, with the token; on 401, logs in and sends it again.
+    async fn send(
+        &self,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
+        // As Bacalhau's CLI: without a token, log in first (so the node knows who submits);
+        // a node that cannot log us in may still serve anonymous callers.
+        if let Some(id) = &self.identity
+            && id.token(&self.base).is_none()
+            && let Err(e) = self.login().await
+        {
+            if e.downcast_ref::<Unreachable>().is_some() {
+                return Err(e);
+            }
+            tracing_note(&e);
+        }
+        let resp = self.authorized(make()).send().await.map_err(|e| self.connect_error(e))?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED || self.identity.is_none() {
+            return Ok(resp);
+        }
+        self.login().await?;
+        self.authorized(make()).send().await.map_err(|e| self.connect_error(e))
+    }
+
+    /// Logs in by a method the node lists (challenge first, ask when answers were given or
+    /// nothing else is offered) and stores the token. Returns the method's name.
+    pub async fn login(&self) -> anyhow::Result<String> {
+        let Some(id) = &self.identity else { bail!("this client has no identity to log in with") };
+        let listed = self
+            .handle(
+                self.http
+                    .get(format!("{}/api/v1/auth", self.base))
+                    .send()
+                    .await
+                    .map_err(|e| self.connect_error(e))?,
+            )
+            .await?;
+        let methods = listed.get("Methods").and_then(Value::as_object).cloned().unwrap_or_default();
+        if methods.is_empty() {
+            bail!("the node at {} requires a token but lists no authentication method", self.base);
+        }
+        let kind = |m: &Value| m.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+        let prefer_ask = id.answers.contains_key("username") || id.answers.contains_key("password");
+        let mut order: Vec<(&String, &Value)> = methods.iter().collect();
+        order.sort_by_key(|(_, m)| match (kind(m).as_str(), prefer_ask) {
+            ("ask", true) | ("challenge", false) => 0,
+            ("ask", false) | ("challenge", true) => 1,
+            _ => 2,
+        });
+        let (name, method) = order[0];
+        let body =
+            crate::auth::answer(id, &kind(method), method.get("params").unwrap_or(&Value::Null))?;
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/auth/{}", self.base, q(name)))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body)?)
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let v = self.handle(resp).await?;
+        let a = v.get("Authentication").cloned().unwrap_or(Value::Null);
+        match (a.get("success").and_then(Value::as_bool), a.get("token").and_then(Value::as_str)) {
+            (Some(true), Some(token)) => {
+                id.store_token(&self.base, Some(token))?;
+                Ok(name.clone())
+            }
+            _ => {
+                let reason = a.get("reason").and_then(Value::as_str).unwrap_or("no reason given");
+                bail!("the node refused to log you in with {name}: {reason}")
+            }
+        }
     }
 
     async fn handle(&self, resp: reqwest::Response) -> anyhow::Result<Value> {
@@ -56,6 +150,12 @@ impl Client {
     }
 
     fn connect_error(&self, e: reqwest::Error) -> anyhow::Error {
+        if e.is_connect() || e.is_timeout() {
+            return anyhow::Error::new(Unreachable(format!(
+                "cannot reach the gadus node at {}: {e} (is `gadus serve` running? set --api-host/--api-port or GADUS_API_HOST/GADUS_API_PORT)",
+                self.base
+            )));
+        }
         anyhow!(
             "cannot reach the gadus node at {}: {e} (is `gadus serve` running? set --api-host/--api-port or GADUS_API_HOST/GADUS_API_PORT)",
             self.base
@@ -64,50 +164,42 @@ impl Client {
 
     /// GET a JSON document.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(|| self.http.get(&url)).await?;
         self.handle(resp).await
     }
 
     /// GET with a longer timeout (long polls).
     pub async fn get_long(&self, path: &str, timeout: Duration) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(|| self.http.get(&url).timeout(timeout)).await?;
         self.handle(resp).await
     }
 
     /// PUT a JSON body.
     pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let bytes = serde_json::to_vec(body)?;
         let resp = self
-            .http
-            .put(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body)?)
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
+            .send(|| {
+                self.http.put(&url).header("content-type", "application/json").body(bytes.clone())
+            })
+            .await?;
         self.handle(resp).await
     }
 
     /// DELETE with a JSON body.
     pub async fn delete(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let bytes = serde_json::to_vec(body)?;
         let resp = self
-            .http
-            .delete(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body)?)
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
+            .send(|| {
+                self.http
+                    .delete(&url)
+                    .header("content-type", "application/json")
+                    .body(bytes.clone())
+            })
+            .await?;
         self.handle(resp).await
     }
 
@@ -125,13 +217,18 @@ impl Client {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             bail!("refusing to download {url:?}: only http and https URLs are fetched");
         }
-        let mut resp = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(3600))
-            .send()
-            .await
-            .with_context(|| format!("downloading {url}"))?;
+        // The token goes only to this node, never to another host a result URL names.
+        let own = url.starts_with(&format!("{}/", self.base));
+        let mut resp = if own {
+            self.send(|| self.http.get(&url).timeout(Duration::from_secs(3600))).await?
+        } else {
+            self.http
+                .get(&url)
+                .timeout(Duration::from_secs(3600))
+                .send()
+                .await
+                .with_context(|| format!("downloading {url}"))?
+        };
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
@@ -163,13 +260,7 @@ impl Client {
         out: &mut (dyn std::io::Write + Send),
     ) -> anyhow::Result<u64> {
         let url = format!("{}{path}", self.base);
-        let mut resp = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(3600))
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
+        let mut resp = self.send(|| self.http.get(&url).timeout(Duration::from_secs(3600))).await?;
         if !resp.status().is_success() {
             return self.handle(resp).await.map(|_| 0);
         }
@@ -189,6 +280,21 @@ impl Client {
         file: &std::path::Path,
         content_type: &str,
     ) -> anyhow::Result<Value> {
+        let resp = self.post_file_once(path, file, content_type).await?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && self.identity.is_some() {
+            self.login().await?;
+            let resp = self.post_file_once(path, file, content_type).await?;
+            return self.handle(resp).await;
+        }
+        self.handle(resp).await
+    }
+
+    async fn post_file_once(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        content_type: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         let f = tokio::fs::File::open(file)
             .await
             .with_context(|| format!("opening {}", file.display()))?;
@@ -214,8 +320,7 @@ impl Client {
         if let Some(n) = len {
             req = req.header("content-length", n);
         }
-        let resp = req.send().await.map_err(|e| self.connect_error(e))?;
-        self.handle(resp).await
+        self.authorized(req).send().await.map_err(|e| self.connect_error(e))
     }
 
     /// Streams a job's logs over the websocket, calling `line(type, text)` per frame.
@@ -230,9 +335,26 @@ impl Client {
             "{}/api/v1/orchestrator/jobs/{job}/logs?{query}",
             self.base.replacen("http", "ws", 1)
         );
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .with_context(|| format!("opening the log stream {url}"))?;
+        let open = || async {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut req = url.as_str().into_client_request()?;
+            if let Some(t) = self.identity.as_ref().and_then(|i| i.token(&self.base))
+                && let Ok(v) = format!("Bearer {t}").parse()
+            {
+                req.headers_mut().insert("authorization", v);
+            }
+            tokio_tungstenite::connect_async(req).await
+        };
+        let first = open().await;
+        let unauthorized = matches!(&first,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401);
+        let (mut ws, _) = if unauthorized && self.identity.is_some() {
+            self.login().await?;
+            open().await
+        } else {
+            first
+        }
+        .with_context(|| format!("opening the log stream {url}"))?;
         while let Some(msg) = ws.next().await {
             let msg = msg.context("reading the log stream")?;
             match msg {
@@ -250,6 +372,26 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// The node could not be reached at all (no point logging in or retrying).
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// A failed first login is not fatal (the node may serve anonymous callers); it is said on
+/// stderr only when asked for (`GADUS_LOG_LEVEL=debug`).
+fn tracing_note(e: &anyhow::Error) {
+    if std::env::var("GADUS_LOG_LEVEL").is_ok_and(|l| l.eq_ignore_ascii_case("debug")) {
+        eprintln!("note: logging in failed: {e:#}");
     }
 }
 

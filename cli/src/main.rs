@@ -4,6 +4,7 @@
 //! in the library crates (`gadus-core` for the model and decisions, later `gadus-node` for the
 //! node runtime).
 
+mod auth;
 mod client;
 mod commands;
 mod output;

@@ -59,6 +59,50 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Per-request timeout (websockets excepted).
     pub request_timeout: String,
+    /// Authentication methods and the access policy.
+    pub auth: AuthSection,
+}
+
+/// `API.Auth.*` (Bacalhau's names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AuthSection {
+    /// Authentication methods by name (`ClientKey: {Type: challenge}` by default).
+    pub methods: BTreeMap<String, AuthMethodSection>,
+    /// The Rego policy judging every request (`bacalhau.authz.allow`/`token_valid`): a
+    /// path or `builtin:<name>`. The default, `builtin:anonymous`, is Bacalhau's open mode
+    /// plus ownership (only a job's owner stops it, updates it, reads its logs and results);
+    /// empty = every request allowed (Bacalhau's own default).
+    pub access_policy_path: String,
+}
+
+/// `API.Auth.Methods.<name>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AuthMethodSection {
+    /// `challenge` or `ask`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The Rego policy issuing tokens (`bacalhau.authn.token`), a path or `builtin:<name>`;
+    /// empty = builtin:challenge-anon for a challenge method.
+    pub policy_path: String,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        let mut methods = BTreeMap::new();
+        methods.insert(
+            "ClientKey".to_string(),
+            AuthMethodSection { kind: "challenge".into(), policy_path: String::new() },
+        );
+        AuthSection { methods, access_policy_path: "builtin:anonymous".into() }
+    }
+}
+
+impl Default for AuthMethodSection {
+    fn default() -> Self {
+        AuthMethodSection { kind: "challenge".into(), policy_path: String::new() }
+    }
 }
 
 /// `Orchestrator.*`.
@@ -341,6 +385,7 @@ impl Default for ApiConfig {
             port: 1234,
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout: "30s".into(),
+            auth: AuthSection::default(),
         }
     }
 }
@@ -491,13 +536,35 @@ pub fn flatten(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
 
 /// The canonical key path for `key` (case-insensitive), if it exists.
 pub fn canonical_key(key: &str) -> Option<String> {
+    if let Some(k) = method_key(key) {
+        return Some(k);
+    }
     let mut leaves = BTreeMap::new();
     flatten(&serde_json::to_value(NodeConfig::default()).expect("config encodes"), "", &mut leaves);
     leaves.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()
 }
 
+/// `API.Auth.Methods.<name>.<Type|PolicyPath>`: method names are the operator's, so these
+/// keys exist for any name.
+fn method_key(key: &str) -> Option<String> {
+    const PREFIX: &str = "api.auth.methods.";
+    let rest = key
+        .get(..PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(PREFIX))
+        .map(|_| &key[PREFIX.len()..])?;
+    let (name, field) = rest.rsplit_once('.')?;
+    if name.is_empty() || name.contains('.') {
+        return None;
+    }
+    let field = ["Type", "PolicyPath"].into_iter().find(|f| f.eq_ignore_ascii_case(field))?;
+    Some(format!("API.Auth.Methods.{name}.{field}"))
+}
+
 /// Parses a textual value for `key` according to the default's type.
 fn typed_value(key: &str, raw: &str) -> Result<Value, ConfigError> {
+    if method_key(key).is_some() {
+        return Ok(Value::String(raw.to_string()));
+    }
     let mut leaves = BTreeMap::new();
     flatten(&serde_json::to_value(NodeConfig::default()).expect("config encodes"), "", &mut leaves);
     let template = leaves.get(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
@@ -571,6 +638,22 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
+fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+}
+
+/// Whether a config file names `API.Auth.Methods`.
+fn file_sets_methods(v: &Value) -> bool {
+    get_ci(v, "API").and_then(|a| get_ci(a, "Auth")).and_then(|a| get_ci(a, "Methods")).is_some()
+}
+
+/// Empties `API.Auth.Methods` (the defaults) before the operator's own are applied.
+fn clear_methods(tree: &mut Value) {
+    if let Some(m) = tree.pointer_mut("/API/Auth/Methods") {
+        *m = Value::Object(Map::new());
+    }
+}
+
 /// The layers that make a configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Layers {
@@ -586,6 +669,7 @@ impl NodeConfig {
     /// Builds the effective configuration: defaults < file < env < flags.
     pub fn load(layers: &Layers) -> Result<NodeConfig, ConfigError> {
         let mut tree = serde_json::to_value(NodeConfig::default()).expect("config encodes");
+        let mut file_named_methods = false;
         if let Some(path) = &layers.file
             && path.exists()
         {
@@ -599,6 +683,10 @@ impl NodeConfig {
                         ConfigError::File { path: path.display().to_string(), error: e.to_string() }
                     })?;
                 if !v.is_null() {
+                    if file_sets_methods(&v) {
+                        clear_methods(&mut tree);
+                        file_named_methods = true;
+                    }
                     merge(&mut tree, v);
                 }
             }
@@ -614,6 +702,11 @@ impl NodeConfig {
             if let Some(raw) = layers.env.get(&env) {
                 set_path(&mut tree, key, typed_value(key, raw)?);
             }
+        }
+        // Methods the operator names replace the default ClientKey challenge (which gives any
+        // key holder a token): a node locked to passwords must not keep accepting any key.
+        if layers.flags.iter().any(|(k, _)| method_key(k).is_some()) && !file_named_methods {
+            clear_methods(&mut tree);
         }
         for (key, raw) in &layers.flags {
             let k = canonical_key(key).ok_or_else(|| ConfigError::UnknownKey(key.clone()))?;
@@ -929,6 +1022,36 @@ mod tests {
         assert!(NodeConfig::load(&l).unwrap_err().to_string().contains("DisconnectTimeout"));
         let (_d, l) = layers(None, &[], &[("No.Such.Key", "1")]);
         assert!(matches!(NodeConfig::load(&l), Err(ConfigError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn auth_methods_named_by_the_operator_replace_the_default_challenge() {
+        let d = NodeConfig::load(&Layers::default()).unwrap();
+        assert_eq!(d.api.auth.methods.keys().collect::<Vec<_>>(), ["ClientKey"]);
+        assert_eq!(d.api.auth.methods["ClientKey"].kind, "challenge");
+        let layers = Layers {
+            flags: vec![
+                ("api.auth.methods.Password.type".into(), "ask".into()),
+                ("API.Auth.Methods.Password.PolicyPath".into(), "/p.rego".into()),
+                ("API.Auth.AccessPolicyPath".into(), "builtin:no-anon".into()),
+            ],
+            ..Default::default()
+        };
+        let c = NodeConfig::load(&layers).unwrap();
+        assert_eq!(c.api.auth.methods.keys().collect::<Vec<_>>(), ["Password"]);
+        assert_eq!(c.api.auth.methods["Password"].kind, "ask");
+        assert_eq!(c.api.auth.methods["Password"].policy_path, "/p.rego");
+        assert_eq!(c.api.auth.access_policy_path, "builtin:no-anon");
+        let bad = Layers {
+            flags: vec![("API.Auth.Methods.Password.Bogus".into(), "x".into())],
+            ..Default::default()
+        };
+        assert!(matches!(NodeConfig::load(&bad), Err(ConfigError::UnknownKey(_))));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "API:\n  Auth:\n    Methods:\n      Pw:\n        Type: ask\n        PolicyPath: /x.rego\n").unwrap();
+        let c = NodeConfig::load(&Layers { file: Some(file), ..Default::default() }).unwrap();
+        assert_eq!(c.api.auth.methods.keys().collect::<Vec<_>>(), ["Pw"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! --local`, `devstack` and the tests all go through it.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod logs;
@@ -43,6 +44,23 @@ pub use config::NodeConfig;
 pub use runtime::Handle;
 
 use config::parse_duration;
+
+/// The authenticator and authorizer `API.Auth.*` describes (a bad policy stops the start).
+pub fn auth_from_config(
+    cfg: &NodeConfig,
+    node_id: &str,
+    data_dir: &Path,
+) -> Result<auth::Auth, StartError> {
+    let methods = cfg
+        .api
+        .auth
+        .methods
+        .iter()
+        .map(|(name, m)| (name.clone(), (m.kind.clone(), m.policy_path.clone())))
+        .collect();
+    auth::Auth::new(node_id, data_dir, &methods, &cfg.api.auth.access_policy_path)
+        .map_err(|e| StartError::Config(e.to_string()))
+}
 
 /// Why a node could not start (the message says what to fix).
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +319,10 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
     // the directory locked, nothing else can be using them.
     clear_spool(&data_dir.join("tmp"));
     let node_id = node_id(&data_dir)?;
+    let auth = Arc::new(auth_from_config(&cfg, &node_id, &data_dir)?);
+    // The token key is made (or read) off the request path, before the first caller needs it.
+    let warm = auth.clone();
+    tokio::task::spawn_blocking(move || warm.warm_up());
     let store = store::Store::open(&data_dir.join("state"))?;
     let executions_dir = data_dir.join("compute").join("executions");
     std::fs::create_dir_all(&executions_dir).map_err(|e| StartError::DataDir {
@@ -464,6 +486,7 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         local_publisher: storage.local.clone(),
         data_dir: data_dir.clone(),
         content_sources: Some(storage.sources.clone()),
+        auth,
     };
     let app = api::router(state);
     let api_task = tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! The command tree. Each sub-module holds one command group.
 
 mod agent;
+mod auth;
 mod bench;
 mod config;
 mod data;
@@ -47,6 +48,10 @@ pub struct Global {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, global = true, env = "GADUS_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// User name for an `ask` login (or BACALHAU_API_USERNAME); the password comes from
+    /// BACALHAU_API_PASSWORD or a prompt.
+    #[arg(long, global = true)]
+    pub username: Option<String>,
 }
 
 impl Global {
@@ -56,7 +61,17 @@ impl Global {
             None | Some("0.0.0.0") | Some("") => "127.0.0.1",
             Some(h) => h,
         };
-        Client::new(host, self.api_port.unwrap_or(1234))
+        Ok(Client::new(host, self.api_port.unwrap_or(1234))?.with_identity(self.identity()))
+    }
+
+    /// The client's key and tokens in the data directory.
+    pub fn identity(&self) -> crate::auth::Identity {
+        let dir = self.data_dir.clone().unwrap_or_else(gadus_node::config::default_data_dir);
+        let mut id = crate::auth::Identity::from_env(dir);
+        if let Some(u) = &self.username {
+            id.answers.insert("username".into(), u.clone());
+        }
+        id
     }
 }
 
@@ -88,6 +103,11 @@ enum Command {
     /// Ask the node about itself.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Print this client's ID (the hash of its key in <data dir>/user_id.pem).
+    Id(auth::IdArgs),
+    /// Log in, see who you are to the node, hash passwords for policies.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Read and change the node configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -110,6 +130,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(cmd) => runtime()?.block_on(data::run(&g, cmd)),
         Command::Node(cmd) => runtime()?.block_on(node::run(&g, cmd)),
         Command::Agent(cmd) => runtime()?.block_on(agent::run(&g, cmd)),
+        Command::Id(args) => auth::id(&g, args),
+        Command::Auth(cmd) => runtime()?.block_on(auth::run(&g, cmd)),
         Command::Config(cmd) => config::run(&g, cmd),
         Command::Bench(cmd) => bench::run(&g, cmd),
     }

@@ -4,7 +4,6 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use base64::Engine as _;
 use gadus_core::model::{BuildVersionInfo, Timestamp, WallTime};
 use serde_json::json;
 
@@ -85,34 +84,60 @@ async fn config(State(s): State<AppState>) -> Response {
     json_ok(&json!({ "config": &*s.config }))
 }
 
-/// Anonymous mode: one challenge method, as Bacalhau's default, so Bacalhau's CLI can log in.
-fn methods(s: &AppState) -> serde_json::Value {
-    let phrase = base64::engine::general_purpose::STANDARD.encode(s.node.shared.node_id.as_bytes());
-    json!({ "ClientKey": { "type": "challenge", "params": { "InputPhrase": phrase } } })
+fn now_ns() -> i64 {
+    crate::clock::system_now().0
 }
 
 async fn auth_methods(State(s): State<AppState>) -> Response {
-    json_ok(&json!({ "NextToken": "", "Methods": methods(&s) }))
+    match s.auth.requirements(now_ns()) {
+        Ok(methods) => json_ok(&json!({ "NextToken": "", "Methods": methods })),
+        Err(e) => super::ApiErr::internal(e.to_string()).component("Auth").into_response(),
+    }
 }
 
 async fn auth_method(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    match methods(&s).get(&name) {
-        Some(m) => json_ok(m),
+    match s.auth.requirement(&name, now_ns()) {
+        Some(Ok(m)) => json_ok(&m),
+        Some(Err(e)) => super::ApiErr::internal(e.to_string()).component("Auth").into_response(),
         None => {
             super::ApiErr::not_found(format!("no authentication method {name:?}")).into_response()
         }
     }
 }
 
-/// In anonymous mode every request is allowed, so a token grants nothing extra: it only lets
-/// Bacalhau's CLI, which insists on logging in, proceed. Real authentication comes with the
-/// auth policies.
-async fn authenticate(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    if methods(&s).get(&name).is_none() {
+/// Checks the client's answer (a signed challenge, or the asked-for fields) and lets the
+/// method's policy issue a token. A refusal is `success: false` with the reason, as Bacalhau
+/// answers; a policy that fails is a 500 naming it.
+async fn authenticate(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    if !s.auth.has_method(&name) {
         return super::ApiErr::not_found(format!("no authentication method {name:?}"))
             .into_response();
     }
-    json_ok(
-        &json!({ "Authentication": { "success": true, "token": format!("anonymous.{}", s.node.shared.node_id) } }),
-    )
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return super::body_rejection(e).into_response(),
+    };
+    let answer: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        match super::decode_body(&body, s.config.api.max_body_bytes) {
+            Ok(v) => v,
+            Err(e) => return e.into_response(),
+        }
+    };
+    // RSA and scrypt are CPU work measured in milliseconds: off the async workers.
+    let auth = s.auth.clone();
+    let result =
+        tokio::task::spawn_blocking(move || auth.authenticate(&name, &answer, now_ns())).await;
+    match result {
+        Ok(Ok(a)) => json_ok(&json!({ "Authentication": a.to_json() })),
+        Ok(Err(e)) => super::ApiErr::internal(e).component("Auth").into_response(),
+        Err(e) => super::ApiErr::internal(format!("authentication task failed: {e}"))
+            .component("Auth")
+            .into_response(),
+    }
 }

@@ -43,13 +43,20 @@ fn reply_error(e: gadus_core::orchestrator::ApiError) -> ApiErr {
     }
 }
 
+fn caller(s: &AppState, headers: &axum::http::HeaderMap) -> Option<String> {
+    s.auth.caller_of(headers, crate::clock::system_now().0)
+}
+
 async fn submit(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
     let body = body.map_err(body_rejection)?;
     let put: PutJob = decode_body(&body, s.config.api.max_body_bytes)?;
-    let job = put.job.ok_or_else(|| ApiErr::bad_request("request body has no Job"))?;
+    let mut job = put.job.ok_or_else(|| ApiErr::bad_request("request body has no Job"))?;
+    // The job belongs to whoever the token names; a claim in the body is dropped.
+    crate::auth::owner::stamp(&mut job, caller(&s, &headers).as_deref());
     // The orchestrator assigns the ID, so the span learns it from the reply; recording it on
     // the span (not just the log line) is what puts it on the exported OTLP span.
     let span = tracing::info_span!(
@@ -99,6 +106,7 @@ fn truthy(v: &Option<String>) -> bool {
 
 async fn list(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<ListParams>,
     raw: axum::extract::RawQuery,
 ) -> Result<Response, ApiErr> {
@@ -135,10 +143,14 @@ async fn list(
         next_token: p.next_token,
         labels,
     };
-    let page = s.node.shared.store.list_jobs(&q).map_err(|e| match e {
+    let mut page = s.node.shared.store.list_jobs(&q).map_err(|e| match e {
         crate::store::ListError::Query(e) => ApiErr::bad_request(e.to_string()),
         crate::store::ListError::Store(e) => ApiErr::from(e),
     })?;
+    let who = caller(&s, &headers);
+    for j in &mut page.items {
+        *j = crate::auth::owner::view(j, who.as_deref());
+    }
     // Serialized straight to bytes: going through `json!` would first build a `Value` tree of
     // every job on the page.
     #[derive(serde::Serialize)]
@@ -178,11 +190,13 @@ fn execution_view(e: &ExecRecord) -> Execution {
 
 async fn describe(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Response, ApiErr> {
     let rec = find(&s, &id, p.namespace.as_deref())?;
-    let job = (*rec.job).clone();
+    let who = caller(&s, &headers);
+    let job = (*crate::auth::owner::view(&rec.job, who.as_deref())).clone();
     let mut out = json!({ "Job": job });
     let include: Vec<String> =
         p.include.unwrap_or_default().split(',').map(|x| x.trim().to_ascii_lowercase()).collect();
@@ -191,8 +205,14 @@ async fn describe(
         out["History"] = json!({ "Items": items, "NextToken": next });
     }
     if include.iter().any(|i| i == "executions") {
-        let items: Vec<Execution> =
-            s.node.shared.store.executions(&job.id)?.iter().map(execution_view).collect();
+        let items: Vec<Execution> = s
+            .node
+            .shared
+            .store
+            .executions(&job.id)?
+            .iter()
+            .map(|e| crate::auth::owner::view_execution(execution_view(e), who.as_deref()))
+            .collect();
         out["Executions"] = json!({ "Items": items, "NextToken": "" });
     }
     Ok(json_ok(&out))
@@ -344,12 +364,20 @@ async fn history(
 
 async fn executions(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Response, ApiErr> {
     let rec = find(&s, &id, p.namespace.as_deref())?;
-    let mut items: Vec<Execution> =
-        s.node.shared.store.executions(&rec.job.id)?.iter().map(execution_view).collect();
+    let who = caller(&s, &headers);
+    let mut items: Vec<Execution> = s
+        .node
+        .shared
+        .store
+        .executions(&rec.job.id)?
+        .iter()
+        .map(|e| crate::auth::owner::view_execution(execution_view(e), who.as_deref()))
+        .collect();
     match p.order_by.as_deref() {
         Some("modified_at" | "modify_time") => items.sort_by_key(|e| e.modify_time),
         Some("" | "created_at" | "create_time") | None => items.sort_by_key(|e| e.create_time),

@@ -43,6 +43,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// Peers and gateways `/ipfs/` fetches missing content from.
     pub content_sources: Option<Arc<gadus_io::storage::ipfs::ContentSources>>,
+    /// Who may do what (`API.Auth.*`).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 tokio::task_local! {
@@ -204,6 +206,8 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
         .unwrap_or(Duration::from_secs(30));
     let version_check = check_client_version(&req);
     let limit = s.config.api.max_body_bytes;
+    let auth = s.auth.clone();
+    let store = s.node.shared.store.clone();
     let fut = async move {
         // Read the body here, under the size limit: an oversized one is drained (up to a hard
         // cap) before answering 413, so the client sees the answer instead of a reset.
@@ -216,6 +220,9 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
             }
         };
         if let Err(e) = version_check {
+            return *e;
+        }
+        if let Err(e) = authorize(&auth, &store, &req, streaming) {
             return *e;
         }
         if streaming {
@@ -344,8 +351,115 @@ async fn limit_body(req: Request, limit: usize) -> Result<Request, Box<Response>
         );
         return Err(Box::new(e.into_response()));
     }
+    let buf = bytes::Bytes::from(buf);
+    let mut parts = parts;
+    parts.extensions.insert(BodyCopy(buf.clone()));
     Ok(Request::from_parts(parts, axum::body::Body::from(buf)))
 }
+
+/// Judges a request with the access policy: denied with a valid token is 403 (the caller is
+/// known and may not), otherwise 401 (the CLI then logs in again). The body is the one the
+/// edge already read (empty for streamed routes).
+fn authorize(
+    auth: &crate::auth::Auth,
+    store: &crate::store::Store,
+    req: &Request,
+    streaming: bool,
+) -> Result<(), Box<Response>> {
+    if !auth.has_access_policy() {
+        return Ok(());
+    }
+    let mut headers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, value) in req.headers() {
+        headers
+            .entry(crate::auth::canonical_header(name.as_str()))
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let raw_body =
+        if streaming { None } else { req.extensions().get::<BodyCopy>().map(|b| b.0.clone()) };
+    let body =
+        raw_body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    let job = named_job(store, req, raw_body.as_deref());
+    let http = crate::auth::HttpInput {
+        host: req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        headers,
+        body,
+        job,
+    };
+    let d = auth.authorize(&http, crate::clock::system_now().0);
+    if d.allow {
+        return Ok(());
+    }
+    let e = if d.token_valid {
+        ApiErr::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("{} {} is not allowed for this caller", http.method, http.path),
+        )
+    } else {
+        ApiErr::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a valid token is required: log in again (gadus authenticates by itself with the node's listed methods)",
+        )
+    };
+    Err(Box::new(e.component("Auth").into_response()))
+}
+
+/// The existing job a request acts on, for the access policy's `input.job`: the one its path
+/// names (`/api/v1/orchestrator/jobs/{id}/...`, by ID, prefix or name as the handlers find
+/// it), or the one a submission's `Job.ID` would update.
+fn named_job(
+    store: &crate::store::Store,
+    req: &Request,
+    body: Option<&[u8]>,
+) -> Option<crate::auth::JobRef> {
+    let path = req.uri().path().strip_prefix("/api/v1/orchestrator/jobs")?;
+    let (id, ns) = match path.strip_prefix('/').and_then(|p| p.split('/').next()) {
+        Some(id) if !id.is_empty() => {
+            let ns = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "namespace")
+                .map(|(_, v)| v.into_owned());
+            (id.to_string(), ns)
+        }
+        _ => {
+            // A submission: the job it names, if any (keys matched as the decoder does).
+            let v: serde_json::Value = serde_json::from_slice(body?).ok()?;
+            let get = |v: &serde_json::Value, k: &str| {
+                v.as_object()?
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v.clone())
+            };
+            let job = get(&v, "Job")?;
+            let id = get(&job, "ID")?.as_str()?.to_string();
+            let ns = get(&job, "Namespace").and_then(|n| n.as_str().map(str::to_string));
+            (id, ns)
+        }
+    };
+    let ns = ns.filter(|n| !n.is_empty() && n != "*").unwrap_or_else(|| "default".into());
+    match store.find_job(&id, &ns) {
+        Ok(crate::store::Lookup::Found(rec)) => Some(crate::auth::JobRef {
+            id: rec.job.id.clone(),
+            namespace: rec.job.namespace.clone(),
+            owner: crate::auth::owner::owner(&rec.job).to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// The request body as read by the edge, for the access policy's `input.http.body`.
+#[derive(Clone)]
+struct BodyCopy(bytes::Bytes);
 
 /// Bacalhau's CLI sends its version; one older than v1.4.0 cannot speak this API.
 fn check_client_version(req: &Request) -> Result<(), Box<Response>> {

@@ -131,6 +131,10 @@ pub async fn boot(spec: HostSpec, boot: u64, rec: Recorder) -> turmoil::Result {
         local_publisher: None,
         data_dir: spec.dir.clone(),
         content_sources: None,
+        auth: Arc::new(
+            gadus_node::auth_from_config(&gadus_node::NodeConfig::default(), &id, &spec.dir)
+                .expect("default auth"),
+        ),
     };
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", API_PORT)).await?;
     axum::serve(ApiListener(listener), gadus_node::api::router(state)).await?;
