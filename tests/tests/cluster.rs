@@ -587,3 +587,46 @@ async fn only_nodes_with_the_swarm_key_join_a_private_cluster() {
         assert_eq!(e["NodeID"], c_id.as_str(), "work went only to the member");
     }
 }
+
+/// Issue 18, item 7: with `Orchestrator.NodeManager.ManualApproval=true` (Bacalhau's key) a
+/// new compute node waits in PENDING, gets no work, until `gadus node approve`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_compute_node_waits_for_approval_before_it_gets_work() {
+    let a = Node::start(&args(
+        &["--orchestrator", "-c", "Orchestrator.NodeManager.ManualApproval=true"],
+        &[],
+    ));
+    let a_peer = a.p2p.clone().unwrap();
+    let c = Node::start(&args(&["--compute", "--peer", &a_peer], &[]));
+    let c_id = node_id(&c).await;
+    let start = Instant::now();
+    let membership = loop {
+        let m = nodes(&a)
+            .await
+            .iter()
+            .find(|n| n["Info"]["NodeID"] == c_id.as_str())
+            .map(|n| n["Membership"].as_str().unwrap_or("").to_string());
+        if let Some(m) = m {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "C never showed up on A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(membership, "PENDING");
+    let job = submit(
+        &a,
+        json!({"Type": "batch", "Count": 1,
+        "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(executions(&a, &job).await.is_empty(), "a pending node was given work");
+    assert_ne!(support::job_state(&a, &job).await, "Completed");
+
+    let o = a.cli(&["node", "approve", &c_id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(wait_terminal(&a, &job, Duration::from_secs(30)).await, "Completed");
+    let approved =
+        nodes(&a).await.into_iter().find(|n| n["Info"]["NodeID"] == c_id.as_str()).unwrap();
+    assert_eq!(approved["Membership"], "APPROVED", "{approved}");
+}

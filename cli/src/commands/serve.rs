@@ -89,8 +89,15 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let _entered = rt.enter();
         init_logging(&cfg)
     };
+    let open_to_network = anonymous_writes_off_loopback(&cfg);
     rt.block_on(async move {
         let node = gadus_node::start(cfg, Default::default()).await?;
+        if open_to_network {
+            eprintln!(
+                "WARNING: anyone who can reach {} may submit and run jobs (anonymous writes, no TLS); lock it down with -c API.Auth.AccessPolicyPath=builtin:no-anon and a login policy (README: Securing a node)",
+                node.api_url()
+            );
+        }
         eprintln!("gadus node {} is ready", node.node_id);
         eprintln!("API: {}", node.api_url());
         if let Some(p2p) = &node.p2p {
@@ -121,4 +128,15 @@ async fn wait_term() {
         }
         Err(_) => std::future::pending().await,
     }
+}
+
+/// Whether the node serves anonymous writes on an address other hosts can reach (the API has
+/// no TLS yet, so any such node is open in clear text).
+fn anonymous_writes_off_loopback(cfg: &gadus_node::NodeConfig) -> bool {
+    let policy = cfg.api.auth.access_policy_path.as_str();
+    let anonymous = matches!(policy, "" | "builtin:anonymous");
+    let host = cfg.api.host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    anonymous && !loopback
 }

@@ -428,16 +428,16 @@ impl Auth {
         if let Some(j) = &http.job {
             input["job"] = json!({ "id": j.id, "namespace": j.namespace, "owner": j.owner });
         }
-        let rule = |r: &str| match policy.eval(r, &input, now_ns) {
-            Ok(v) => v == Some(Value::Bool(true)),
+        let rules = ["bacalhau.authz.allow", "bacalhau.authz.token_valid"];
+        match policy.eval_all(&rules, &input, now_ns) {
+            Ok(v) => {
+                let yes = |i: usize| v.get(i).cloned().flatten() == Some(Value::Bool(true));
+                Decision { allow: yes(0), token_valid: yes(1) }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "access policy failed: denying");
-                false
+                Decision { allow: false, token_valid: false }
             }
-        };
-        Decision {
-            allow: rule("bacalhau.authz.allow"),
-            token_valid: rule("bacalhau.authz.token_valid"),
         }
     }
 

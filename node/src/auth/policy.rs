@@ -130,9 +130,20 @@ impl Policy {
         input: &Value,
         now_ns: i64,
     ) -> Result<Option<Value>, PolicyError> {
+        let mut out = self.eval_all(&[rule], input, now_ns)?;
+        Ok(out.pop().flatten())
+    }
+
+    /// Evaluates several rules on one input (one engine, one conversion of the input).
+    pub fn eval_all(
+        &self,
+        rules: &[&str],
+        input: &Value,
+        now_ns: i64,
+    ) -> Result<Vec<Option<Value>>, PolicyError> {
         let fail = |e: anyhow::Error| PolicyError::Eval {
             name: self.name.clone(),
-            rule: rule.into(),
+            rule: rules.join(", "),
             error: format!("{e:#}"),
         };
         let mut e = self.engine.clone();
@@ -153,11 +164,13 @@ impl Policy {
         )
         .map_err(fail)?;
         e.set_input(from_json(input.clone()).map_err(fail)?);
-        let v = e.eval_rule(format!("data.{rule}")).map_err(fail)?;
-        if v == RValue::Undefined {
-            return Ok(None);
+        let mut out = Vec::with_capacity(rules.len());
+        for r in rules {
+            let v = e.eval_rule(format!("data.{r}")).map_err(fail)?;
+            out.push(if v == RValue::Undefined { None } else { Some(to_json(&v).map_err(fail)?) });
         }
-        to_json(&v).map(Some).map_err(fail)
+        debug_assert_eq!(out.len(), rules.len());
+        Ok(out)
     }
 
     /// Whether the policy defines `rule` at all.
