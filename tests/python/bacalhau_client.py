@@ -1,6 +1,10 @@
 """Drives a gadus node with Bacalhau's official Python API client (bacalhau-apiclient).
 
-Usage: python bacalhau_client.py http://127.0.0.1:PORT
+Usage: python bacalhau_client.py http://127.0.0.1:PORT [TOKEN [stop-forbidden]]
+With a TOKEN, every request carries `Authorization: Bearer TOKEN` (a node with an access
+policy). `stop-forbidden`: the node's policy forbids DELETE on /jobs/{id}, as Bacalhau's
+policy_ns_anon.rego does (it opens only the bare jobs endpoint to writes), so the stop must
+be refused with 403 and change nothing.
 Every call must succeed and return what a Bacalhau node would; any failure exits non-zero
 with the reason. Run by tests/tests/python_client.rs (which starts `gadus serve`).
 """
@@ -29,6 +33,8 @@ def main():
     conf = bc.Configuration()
     conf.host = host
     client = bc.ApiClient(conf)
+    if len(sys.argv) > 2:
+        client.set_default_header("Authorization", f"Bearer {sys.argv[2]}")
     orch = orchestrator_api.OrchestratorApi(client)
     ops = ops_api.OpsApi(client)
 
@@ -86,10 +92,19 @@ def main():
         ],
     )
     put2 = orch.orchestratorput_job(ApiPutJobRequest(job=stuck))
-    stopped = orch.orchestratorstop_job(put2.job_id, reason="python client test")
-    check(stopped.evaluation_id is not None, "stop job")
-    got2 = orch.orchestratorget_job(put2.job_id)
-    check(got2.job.state.state_type == "Stopped", f"stopped job is Stopped ({got2.job.state.state_type})")
+    if len(sys.argv) > 3 and sys.argv[3] == "stop-forbidden":
+        try:
+            orch.orchestratorstop_job(put2.job_id, reason="python client test")
+            check(False, "the policy lets the stop through")
+        except bc.rest.ApiException as e:
+            check(e.status == 403, f"stop refused by the policy ({e.status})")
+        got2 = orch.orchestratorget_job(put2.job_id)
+        check(got2.job.state.state_type != "Stopped", f"refused stop changed nothing ({got2.job.state.state_type})")
+    else:
+        stopped = orch.orchestratorstop_job(put2.job_id, reason="python client test")
+        check(stopped.evaluation_id is not None, "stop job")
+        got2 = orch.orchestratorget_job(put2.job_id)
+        check(got2.job.state.state_type == "Stopped", f"stopped job is Stopped ({got2.job.state.state_type})")
 
     nodes = orch.orchestratorlist_nodes()
     check(len(nodes.nodes) >= 1, f"list nodes ({len(nodes.nodes)})")
