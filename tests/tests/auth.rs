@@ -198,7 +198,11 @@ async fn bacalhaus_anonymous_policies_drive_a_node() {
 }
 
 async fn node_id(node: &Node) -> String {
-    let (_, v) = call_with("GET", &node.url("/api/v1/agent/node"), None, None).await;
+    node_id_as(node, None).await
+}
+
+async fn node_id_as(node: &Node, token: Option<&str>) -> String {
+    let (_, v) = call_with("GET", &node.url("/api/v1/agent/node"), None, token).await;
     v["Info"]["NodeID"].as_str().or(v["NodeID"].as_str()).unwrap().to_string()
 }
 
@@ -432,4 +436,145 @@ async fn only_a_jobs_owner_may_stop_it_update_it_or_read_its_logs_and_results() 
     let (s, v) =
         call_with("DELETE", &node.url("/api/v1/orchestrator/jobs/svc-a"), None, Some(&a)).await;
     assert_eq!(s, 200, "{v}");
+}
+
+/// A small deterministic generator (xorshift64*): the case is a function of its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Every job as (version, state, name, owner), read with a token every policy lets read.
+async fn snapshot(node: &Node, reader: &str) -> Vec<(String, Value)> {
+    let url = node.url("/api/v1/orchestrator/jobs?namespace=*&limit=1000");
+    let (s, v) = call_with("GET", &url, None, Some(reader)).await;
+    assert_eq!(s, 200, "the reader must read: {v}");
+    let mut out: Vec<(String, Value)> = v["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            let id = j["ID"].as_str().unwrap().to_string();
+            (
+                id,
+                json!([
+                    j["Version"],
+                    j["State"]["StateType"],
+                    j["Name"],
+                    j["Meta"]["gadus.io/owner"]
+                ]),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Seeded random mixes of users (two key holders, an anonymous caller, a forger) and access
+/// policies (gadus's anonymous and no-anon, Bacalhau's policy_ns_anon), acting on each
+/// other's jobs: no request is ever answered 5xx, and a request the policy denies (401/403)
+/// changes nothing. `AUTH_SEED=<n>` replays one case; each case prints its seed and a hash of
+/// its decisions (same seed, same decisions).
+#[tokio::test(flavor = "multi_thread")]
+async fn denied_requests_change_nothing_for_any_mix_of_users_and_policies() {
+    let seeds: Vec<u64> = match std::env::var("AUTH_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(s) => vec![s],
+        None => vec![1, 2, 3],
+    };
+    let p = bacalhau_policies();
+    for seed in seeds {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let policies = [
+            ("builtin:anonymous".to_string(), None),
+            ("builtin:no-anon".to_string(), None),
+            (policy(&p, "policy_ns_anon.rego"), Some(policy(&p, "challenge_ns_anon.rego"))),
+        ];
+        // Seeds 1, 2, 3 cover the three policies; the users and actions are the seed's.
+        let (access, authn) = &policies[(seed % policies.len() as u64) as usize];
+        let mut args = vec!["-c".to_string(), format!("API.Auth.AccessPolicyPath={access}")];
+        if let Some(a) = authn {
+            args.extend(["-c".into(), "API.Auth.Methods.ClientKey.Type=challenge".into()]);
+            args.extend(["-c".into(), format!("API.Auth.Methods.ClientKey.PolicyPath={a}")]);
+        }
+        let node = Node::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (login(&node, a_dir.path()), login(&node, b_dir.path()));
+        let keydir = tempfile::tempdir().unwrap();
+        let stranger = keys::load_or_create(&keydir.path().join("k.pem")).unwrap();
+        let id = node_id_as(&node, Some(&a)).await;
+        let forged = jwt::encode_sign(
+            &json!({"alg": "RS256", "typ": "JWT"}),
+            &json!({"iss": id, "aud": [id], "sub": "root", "ns": {"*": 15}}),
+            &stranger,
+        )
+        .unwrap();
+        let users: [(&str, Option<&str>); 4] =
+            [("A", Some(&a)), ("B", Some(&b)), ("anonymous", None), ("forger", Some(&forged))];
+        let jobs_url = node.url("/api/v1/orchestrator/jobs");
+        let mut known: Vec<String> = Vec::new();
+        let mut decisions = Vec::new();
+        for step in 0..40 {
+            let (who, token) = users[rng.below(users.len())];
+            let target = (!known.is_empty()).then(|| known[rng.below(known.len())].clone());
+            let action = rng.below(6);
+            // Jobs that no node can run: only API calls change them.
+            let spec = |id: &str, name: &str| {
+                json!({"Job": {"Type": "service", "ID": id, "Name": name, "Count": 1,
+                    "Constraints": [{"Key": "nowhere", "Operator": "=", "Values": ["x"]}],
+                    "Tasks": [{"Name": "main", "Env": {"K": "v"}, "Engine": {"Type": "noop"}}]}})
+            };
+            let (method, url, body) = match (action, &target) {
+                (0, _) | (_, None) => {
+                    ("PUT", jobs_url.clone(), Some(spec(&format!("svc-{seed}-{step}"), who)))
+                }
+                (1, Some(t)) => ("PUT", jobs_url.clone(), Some(spec(t, &format!("{who}-{step}")))),
+                (2, Some(t)) => {
+                    ("DELETE", node.url(&format!("/api/v1/orchestrator/jobs/{t}")), None)
+                }
+                (3, Some(t)) => {
+                    ("GET", node.url(&format!("/api/v1/orchestrator/jobs/{t}/logs")), None)
+                }
+                (4, Some(t)) => {
+                    ("GET", node.url(&format!("/api/v1/orchestrator/jobs/{t}/results")), None)
+                }
+                (_, Some(t)) => ("GET", node.url(&format!("/api/v1/orchestrator/jobs/{t}")), None),
+            };
+            let before = snapshot(&node, &a).await;
+            let (status, v) = call_with(method, &url, body.clone(), token).await;
+            assert!(status < 500, "seed {seed} step {step}: {who} {method} {url}: {status} {v}");
+            if status == 401 || status == 403 {
+                let after = snapshot(&node, &a).await;
+                assert_eq!(
+                    before, after,
+                    "seed {seed} step {step}: a denied {method} {url} by {who} changed state"
+                );
+            } else if method == "PUT" && status == 200 {
+                let jid = v["JobID"].as_str().unwrap().to_string();
+                if !known.contains(&jid) {
+                    known.push(jid);
+                }
+            }
+            decisions.push(format!(
+                "{who} {method} {} {status}",
+                url.rsplit("/jobs").next().unwrap_or("")
+            ));
+        }
+        let hash = decisions.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, d| {
+            d.bytes().fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        });
+        let name = access.rsplit('/').next().unwrap_or(access);
+        println!(
+            "auth case seed={seed} policy={name} steps=40 denied={} decisions={hash:016x}",
+            decisions.iter().filter(|d| d.ends_with(" 401") || d.ends_with(" 403")).count()
+        );
+    }
 }

@@ -182,6 +182,8 @@ pub struct Auth {
     node_id: String,
     key_path: PathBuf,
     key: OnceLock<Result<Arc<PrivateKey>, String>>,
+    /// `input.constraints` (the key's JWKS, issuer, audience), made once with the key.
+    constraints: OnceLock<Value>,
     methods: BTreeMap<String, Method>,
     access: Option<Policy>,
     challenges: challenge::Challenges,
@@ -261,6 +263,7 @@ impl Auth {
             node_id: node_id.into(),
             key_path: data_dir.join(NODE_KEY_FILE),
             key: OnceLock::new(),
+            constraints: OnceLock::new(),
             methods: out,
             access,
             challenges: challenge::Challenges::default(),
@@ -289,12 +292,16 @@ impl Auth {
     }
 
     fn constraints(&self) -> Result<Value, String> {
+        if let Some(c) = self.constraints.get() {
+            return Ok(c.clone());
+        }
         let key = self.key()?;
-        Ok(json!({
+        let c = json!({
             "cert": keys::public_jwks(&key.to_public_key()),
             "iss": self.node_id,
             "aud": self.node_id,
-        }))
+        });
+        Ok(self.constraints.get_or_init(|| c).clone())
     }
 
     /// A method's requirement (`{type, params}`); a challenge's phrase is fresh each time.

@@ -55,6 +55,17 @@ impl std::fmt::Debug for Policy {
     }
 }
 
+std::thread_local! {
+    /// The `now` of the evaluation running on this thread. Evaluation is synchronous and the
+    /// builtins run on the caller's thread, so the extensions read the caller's time here:
+    /// registered once on the parsed policy, they leave it analysed once, not per request.
+    static NOW_NS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn now_ns() -> i64 {
+    NOW_NS.with(std::cell::Cell::get)
+}
+
 fn to_json(v: &RValue) -> anyhow::Result<Value> {
     Ok(serde_json::to_value(v)?)
 }
@@ -114,6 +125,26 @@ impl Policy {
                 }),
             )
             .map_err(load)?;
+        engine
+            .add_extension(
+                "time.now_ns".into(),
+                0,
+                Box::new(|_: Vec<RValue>| -> anyhow::Result<RValue> { Ok(RValue::from(now_ns())) }),
+            )
+            .map_err(load)?;
+        engine
+            .add_extension(
+                "io.jwt.decode_verify".into(),
+                2,
+                Box::new(|a: Vec<RValue>| -> anyhow::Result<RValue> {
+                    let token = a[0].as_string()?;
+                    let c = jwt::Constraints::from_value(&to_json(&a[1])?, now_ns())?;
+                    from_json(jwt::decode_verify(token, &c))
+                }),
+            )
+            .map_err(load)?;
+        // Analyse once here (the first evaluation does it), so every clone starts prepared.
+        engine.eval_query("true".into(), false).map_err(load)?;
         Ok(Policy { name: name.into(), engine })
     }
 
@@ -147,22 +178,7 @@ impl Policy {
             error: format!("{e:#}"),
         };
         let mut e = self.engine.clone();
-        e.add_extension(
-            "time.now_ns".into(),
-            0,
-            Box::new(move |_: Vec<RValue>| -> anyhow::Result<RValue> { Ok(RValue::from(now_ns)) }),
-        )
-        .map_err(fail)?;
-        e.add_extension(
-            "io.jwt.decode_verify".into(),
-            2,
-            Box::new(move |a: Vec<RValue>| -> anyhow::Result<RValue> {
-                let token = a[0].as_string()?;
-                let c = jwt::Constraints::from_value(&to_json(&a[1])?, now_ns)?;
-                from_json(jwt::decode_verify(token, &c))
-            }),
-        )
-        .map_err(fail)?;
+        NOW_NS.with(|n| n.set(now_ns));
         e.set_input(from_json(input.clone()).map_err(fail)?);
         let mut out = Vec::with_capacity(rules.len());
         for r in rules {

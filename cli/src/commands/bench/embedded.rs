@@ -38,10 +38,19 @@ impl Api {
 impl Embedded {
     /// Starts a node with default settings; `docker` probes the Docker engine.
     pub async fn start(g: &crate::commands::Global, docker: bool) -> anyhow::Result<Embedded> {
+        Self::start_with(g, docker, &[]).await
+    }
+
+    /// [`Embedded::start`] with extra configuration (`Key.Path`, value).
+    pub async fn start_with(
+        g: &crate::commands::Global,
+        docker: bool,
+        extra: &[(String, String)],
+    ) -> anyhow::Result<Embedded> {
         let dir = tempfile::tempdir().context("creating a temporary data directory")?;
         let mut gl = g.clone();
         gl.data_dir = Some(dir.path().to_path_buf());
-        let cfg = crate::commands::serve::load_config(&gl, &[])?;
+        let cfg = crate::commands::serve::load_config(&gl, extra)?;
         let opts = gadus_node::StartOptions {
             api_listen: Some("127.0.0.1:0".parse()?),
             without_network: true,

@@ -103,6 +103,10 @@ pub struct ApiArgs {
     /// Page size of the list requests.
     #[arg(long, default_value_t = 100)]
     pub page_size: usize,
+    /// The access policy every request is judged by (`API.Auth.AccessPolicyPath`; the
+    /// default is what a node runs, `""` = none, every request allowed).
+    #[arg(long, default_value = "builtin:anonymous")]
+    pub access_policy: String,
 }
 
 /// Runs `bench api`: durable submissions/s with N clients, then list-page latency.
@@ -111,7 +115,8 @@ pub async fn api(g: &crate::commands::Global, a: ApiArgs) -> anyhow::Result<Exit
     // store, not executions. A label no node has keeps them off every node.
     let mut gl = g.clone();
     gl.log_level = Some("warn".into());
-    let node = Arc::new(Embedded::start(&gl, false).await?);
+    let policy = vec![("API.Auth.AccessPolicyPath".to_string(), a.access_policy.clone())];
+    let node = Arc::new(Embedded::start_with(&gl, false, &policy).await?);
     let job = json!({
         "Type": "batch",
         "Count": 1,
@@ -159,6 +164,7 @@ pub async fn api(g: &crate::commands::Global, a: ApiArgs) -> anyhow::Result<Exit
         "{}",
         json!({
             "bench": "api",
+            "access_policy": a.access_policy,
             "jobs": a.jobs,
             "clients": a.clients,
             "submissions_per_s": rate.round(),
