@@ -17,17 +17,41 @@ pub struct Client {
 impl Client {
     /// A client for `host:port` (IPv6 hosts may be bracketed or not).
     pub fn new(host: &str, port: u16) -> anyhow::Result<Client> {
+        Self::new_with(host, port, &TlsOptions::default())
+    }
+
+    /// A client for `host:port` speaking TLS as `tls` says (an `https://` host implies it).
+    pub fn new_with(host: &str, port: u16, tls: &TlsOptions) -> anyhow::Result<Client> {
+        let (host, https) = match host.split_once("://") {
+            Some(("https", rest)) => (rest, true),
+            Some((_, rest)) => (rest, tls.use_tls),
+            None => (host, tls.use_tls),
+        };
+        let https = https || tls.cacert.is_some();
+        let host = host.trim_end_matches('/');
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
         } else {
             host.to_string()
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Client { base: format!("http://{host}:{port}"), http, identity: None })
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(path) = &tls.cacert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        if tls.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().context("building the HTTP client")?;
+        let scheme = if https { "https" } else { "http" };
+        Ok(Client { base: format!("{scheme}://{host}:{port}"), http, identity: None })
     }
 
     /// Sends the stored token with each request and logs in again when the node says 401.
@@ -150,9 +174,30 @@ impl Client {
     }
 
     fn connect_error(&self, e: reqwest::Error) -> anyhow::Error {
+        let chain = {
+            let mut text = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                text.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            text
+        };
+        if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+            return anyhow::Error::new(Unreachable(format!(
+                "the node at {} presented a TLS certificate this client does not trust ({chain}); pass --cacert FILE with the node's certificate (gadus serve prints its path and fingerprint), or --insecure to skip the check",
+                self.base
+            )));
+        }
+        if chain.contains("InvalidContentType") || chain.contains("wrong version number") {
+            return anyhow::Error::new(Unreachable(format!(
+                "the node at {} does not speak TLS (use http:// or drop --tls): {chain}",
+                self.base
+            )));
+        }
         if e.is_connect() || e.is_timeout() {
             return anyhow::Error::new(Unreachable(format!(
-                "cannot reach the gadus node at {}: {e} (is `gadus serve` running? set --api-host/--api-port or GADUS_API_HOST/GADUS_API_PORT)",
+                "cannot reach the gadus node at {}: {e} (is `gadus serve` running? set --api-host/--api-port or GADUS_API_HOST/GADUS_API_PORT; a node serving TLS needs --tls)",
                 self.base
             )));
         }
@@ -373,6 +418,17 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// How the client speaks TLS (Bacalhau's `--tls`, `--cacert`, `--insecure`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// Use `https://`.
+    pub use_tls: bool,
+    /// Trust this PEM certificate (bundle) too; implies TLS.
+    pub cacert: Option<std::path::PathBuf>,
+    /// Do not verify the node's certificate.
+    pub insecure: bool,
 }
 
 /// The node could not be reached at all (no point logging in or retrying).

@@ -61,6 +61,21 @@ pub struct ApiConfig {
     pub request_timeout: String,
     /// Authentication methods and the access policy.
     pub auth: AuthSection,
+    /// TLS for the API.
+    #[serde(rename = "TLS")]
+    pub tls: TlsSection,
+}
+
+/// `API.TLS.*` (Bacalhau's names).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// Make and serve a self-signed certificate (kept in `<data dir>/tls/`).
+    pub self_signed: bool,
 }
 
 /// `API.Auth.*` (Bacalhau's names).
@@ -386,6 +401,7 @@ impl Default for ApiConfig {
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout: "30s".into(),
             auth: AuthSection::default(),
+            tls: TlsSection::default(),
         }
     }
 }

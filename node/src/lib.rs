@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod work;
 
 use std::collections::BTreeMap;
@@ -157,14 +158,17 @@ pub struct RunningNode {
     pub p2p: Option<gadus_io::transport::p2p::P2pHandle>,
     loop_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
+    /// The certificate file and its SHA-256 fingerprint when the API speaks TLS.
+    pub tls: Option<(PathBuf, String)>,
     /// Held for the node's lifetime: one process per data directory.
     _lock: std::fs::File,
 }
 
 impl RunningNode {
-    /// The API base URL (`http://host:port`).
+    /// The API base URL (`http://host:port`, `https://` with TLS).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api_addr)
     }
 
     /// Stops the API and the loop cleanly (the compute node says goodbye).
@@ -362,6 +366,13 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
     let api_addr = listener
         .local_addr()
         .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
+    let tls = tls::setup(
+        &cfg.api.tls.cert_file,
+        &cfg.api.tls.key_file,
+        cfg.api.tls.self_signed,
+        &data_dir,
+        &cfg.api.host,
+    )?;
     let storage = storage_adapters(&cfg, &data_dir, api_addr)?;
     let (inputs, publishers) = (storage.inputs.clone(), storage.publishers.clone());
 
@@ -489,11 +500,15 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         auth,
     };
     let app = api::router(state);
-    let api_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "API server stopped");
-        }
-    });
+    let tls_info = tls.as_ref().map(|t| (t.cert_path.clone(), t.fingerprint.clone()));
+    let api_task = match tls {
+        Some(t) => tokio::spawn(tls::serve(listener, app, t.config)),
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        }),
+    };
     if let Some(mut rx) = p2p_rx {
         let h = handle.clone();
         tokio::spawn(async move {
@@ -502,7 +517,16 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
             }
         });
     }
-    Ok(RunningNode { handle, api_addr, node_id, p2p, loop_task, api_task, _lock: lock })
+    Ok(RunningNode {
+        handle,
+        api_addr,
+        node_id,
+        p2p,
+        loop_task,
+        api_task,
+        tls: tls_info,
+        _lock: lock,
+    })
 }
 
 fn api_arch() -> String {

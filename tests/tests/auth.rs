@@ -578,3 +578,53 @@ async fn denied_requests_change_nothing_for_any_mix_of_users_and_policies() {
         );
     }
 }
+
+/// Item 6: the whole flow over TLS. A node with `--self-signed` serves https only and prints
+/// its certificate; a client given it with `--cacert` logs in and runs a job; a client without
+/// it is refused with a message that says what to do; a plain-http client gets nothing.
+#[tokio::test]
+async fn the_whole_flow_over_tls_with_a_self_signed_certificate() {
+    let node = Node::start(&["--self-signed"]);
+    let cert = node.data_dir.join("tls/self-signed.crt");
+    assert!(cert.exists(), "the certificate is kept in the data dir");
+    let printed = node.stderr.lock().unwrap().iter().any(|l| {
+        l.starts_with("TLS certificate: ")
+            && l.contains("SHA-256 ")
+            && l.contains(&cert.display().to_string())
+    });
+    assert!(printed, "gadus serve prints the certificate and its fingerprint");
+
+    let client = tempfile::tempdir().unwrap();
+    let cacert = cert.display().to_string();
+    let run = cli(
+        &node,
+        client.path(),
+        &["--cacert", &cacert, "job", "run", &noop_job_file(client.path())],
+        "",
+        &[],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("Completed"), "{}", text(&run));
+    let tokens = std::fs::read_to_string(client.path().join("tokens.json")).unwrap();
+    assert!(tokens.contains(&format!("https://127.0.0.1:{}", node.port)), "{tokens}");
+
+    let stranger = tempfile::tempdir().unwrap();
+    let o = cli(&node, stranger.path(), &["--tls", "job", "list"], "", &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("does not trust") && text(&o).contains("--cacert"), "{}", text(&o));
+    let o = cli(&node, stranger.path(), &["job", "list"], "", &[]);
+    assert!(!o.status.success(), "plain http must not work: {}", text(&o));
+    let o = cli(&node, stranger.path(), &["--tls", "--insecure", "agent", "version"], "", &[]);
+    assert!(o.status.success(), "--insecure skips the check: {}", text(&o));
+
+    // Any TLS client that trusts the certificate: reqwest with it as its only extra root.
+    let pem = std::fs::read(&cert).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/api/v1/agent/version", node.port);
+    let resp = https.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(http().get(url.replace("https", "http")).send().await.is_err(), "no clear text");
+}

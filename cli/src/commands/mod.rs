@@ -52,6 +52,15 @@ pub struct Global {
     /// BACALHAU_API_PASSWORD or a prompt.
     #[arg(long, global = true)]
     pub username: Option<String>,
+    /// Talk to the node over TLS (https).
+    #[arg(long, global = true, env = "BACALHAU_API_TLS_USETLS")]
+    pub tls: bool,
+    /// Trust this PEM certificate for the node (a self-signed node's); implies --tls.
+    #[arg(long, global = true, env = "BACALHAU_API_TLS_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the node's TLS certificate.
+    #[arg(long, global = true, env = "BACALHAU_API_TLS_INSECURE")]
+    pub insecure: bool,
 }
 
 impl Global {
@@ -61,7 +70,13 @@ impl Global {
             None | Some("0.0.0.0") | Some("") => "127.0.0.1",
             Some(h) => h,
         };
-        Ok(Client::new(host, self.api_port.unwrap_or(1234))?.with_identity(self.identity()))
+        let tls = crate::client::TlsOptions {
+            use_tls: self.tls,
+            cacert: self.cacert.clone(),
+            insecure: self.insecure,
+        };
+        Ok(Client::new_with(host, self.api_port.unwrap_or(1234), &tls)?
+            .with_identity(self.identity()))
     }
 
     /// The client's key and tokens in the data directory.

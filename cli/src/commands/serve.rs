@@ -27,6 +27,16 @@ pub struct Args {
     /// Any config key: `-c Key.Path=value` (repeatable).
     #[arg(short = 'c', long = "config")]
     config: Vec<String>,
+    /// Serve the API over TLS with this PEM certificate chain (with --tlskey).
+    #[arg(long, env = "BACALHAU_TLS_CERT")]
+    tlscert: Option<String>,
+    /// The certificate's PEM private key.
+    #[arg(long, env = "BACALHAU_TLS_KEY")]
+    tlskey: Option<String>,
+    /// Serve the API over TLS with a certificate made for this node (kept in <data dir>/tls;
+    /// its fingerprint is printed; clients trust it with --cacert).
+    #[arg(long)]
+    self_signed: bool,
 }
 
 /// The effective configuration for a node started from the command line.
@@ -77,6 +87,15 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if !args.peer.is_empty() {
         extra.push(("Network.Peers".into(), args.peer.join(",")));
     }
+    if let Some(c) = &args.tlscert {
+        extra.push(("API.TLS.CertFile".into(), c.clone()));
+    }
+    if let Some(k) = &args.tlskey {
+        extra.push(("API.TLS.KeyFile".into(), k.clone()));
+    }
+    if args.self_signed {
+        extra.push(("API.TLS.SelfSigned".into(), "true".into()));
+    }
     for c in &args.config {
         let (k, v) =
             c.split_once('=').with_context(|| format!("-c expects Key.Path=value, got {c:?}"))?;
@@ -94,12 +113,15 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let node = gadus_node::start(cfg, Default::default()).await?;
         if open_to_network {
             eprintln!(
-                "WARNING: anyone who can reach {} may submit and run jobs (anonymous writes, no TLS); lock it down with -c API.Auth.AccessPolicyPath=builtin:no-anon and a login policy (README: Securing a node)",
+                "WARNING: anyone who can reach {} may submit and run jobs (anonymous writes, no TLS); lock it down with -c API.Auth.AccessPolicyPath=builtin:no-anon, a login policy and --tlscert/--self-signed (README: Securing a node)",
                 node.api_url()
             );
         }
         eprintln!("gadus node {} is ready", node.node_id);
         eprintln!("API: {}", node.api_url());
+        if let Some((cert, fingerprint)) = &node.tls {
+            eprintln!("TLS certificate: {} (SHA-256 {fingerprint})", cert.display());
+        }
         if let Some(p2p) = &node.p2p {
             for a in p2p.listen_addrs() {
                 eprintln!("P2P: {a}");
@@ -130,13 +152,14 @@ async fn wait_term() {
     }
 }
 
-/// Whether the node serves anonymous writes on an address other hosts can reach (the API has
-/// no TLS yet, so any such node is open in clear text).
+/// Whether the node serves anonymous writes, in clear text, on an address other hosts can
+/// reach.
 fn anonymous_writes_off_loopback(cfg: &gadus_node::NodeConfig) -> bool {
     let policy = cfg.api.auth.access_policy_path.as_str();
     let anonymous = matches!(policy, "" | "builtin:anonymous");
+    let tls = cfg.api.tls.self_signed || !cfg.api.tls.cert_file.is_empty();
     let host = cfg.api.host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    anonymous && !loopback
+    anonymous && !loopback && !tls
 }

@@ -85,7 +85,9 @@ impl Node {
             let (mut sent, mut port, mut p2p) = (false, None, None);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 kept.lock().unwrap().push(line.clone());
-                if let Some(addr) = line.strip_prefix("API: http://") {
+                if let Some(addr) =
+                    line.strip_prefix("API: http://").or_else(|| line.strip_prefix("API: https://"))
+                {
                     port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
                 }
                 if p2p.is_none()

@@ -1,0 +1,144 @@
+//! TLS for the API: the operator's certificate (`API.TLS.CertFile`/`KeyFile`, `gadus serve
+//! --tlscert/--tlskey`) or one made for the node (`API.TLS.SelfSigned`, `--self-signed`),
+//! served with rustls. The self-signed certificate is kept in `<data dir>/tls/` so clients
+//! that trusted it (`--cacert`) keep trusting it across restarts; its SHA-256 fingerprint is
+//! printed at start so an operator can compare it with what a client sees.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+use crate::StartError;
+
+/// The API's TLS, ready to serve.
+pub struct Tls {
+    /// The rustls configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The certificate file clients can trust (`--cacert`).
+    pub cert_path: PathBuf,
+    /// SHA-256 of the leaf certificate (DER), `AB:CD:...`.
+    pub fingerprint: String,
+}
+
+fn tls_err(what: impl std::fmt::Display) -> StartError {
+    StartError::Config(format!("API.TLS: {what}"))
+}
+
+/// The TLS the configuration asks for, if any.
+pub fn setup(
+    cert_file: &str,
+    key_file: &str,
+    self_signed: bool,
+    data_dir: &Path,
+    host: &str,
+) -> Result<Option<Tls>, StartError> {
+    let (cert_path, key_path) = match (cert_file.is_empty(), key_file.is_empty(), self_signed) {
+        (true, true, false) => return Ok(None),
+        (false, false, _) => (PathBuf::from(cert_file), PathBuf::from(key_file)),
+        (true, true, true) => self_signed_files(data_dir, host)?,
+        _ => return Err(tls_err("CertFile and KeyFile go together (--tlscert and --tlskey)")),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| tls_err(format!("{}: {e}", cert_path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(format!("{}: {e}", cert_path.display())))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| tls_err(format!("{} holds no certificate", cert_path.display())))?;
+    let fingerprint = Sha256::digest(leaf.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| tls_err(format!("{}: {e}", key_path.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(tls_err)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| tls_err(format!("{} and {}: {e}", cert_path.display(), key_path.display())))?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Tls { config: Arc::new(config), cert_path, fingerprint }))
+}
+
+/// `<data dir>/tls/self-signed.{crt,key}`, made for localhost, loopback and `host` when absent.
+fn self_signed_files(data_dir: &Path, host: &str) -> Result<(PathBuf, PathBuf), StartError> {
+    let dir = data_dir.join("tls");
+    let (crt, key) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
+    if crt.exists() && key.exists() {
+        return Ok((crt, key));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| tls_err(format!("{}: {e}", dir.display())))?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let unspecified = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    if !host.is_empty() && !unspecified && !names.iter().any(|n| n == host) {
+        names.push(host.to_string());
+    }
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() && !names.iter().any(|n| n == h) {
+            names.push(h.to_string());
+        }
+    }
+    let made = rcgen::generate_simple_self_signed(names).map_err(tls_err)?;
+    write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&crt, made.cert.pem())
+        .map_err(|e| tls_err(format!("{}: {e}", crt.display())))?;
+    Ok((crt, key))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+    f.write_all(bytes).map_err(|e| tls_err(format!("{}: {e}", path.display())))
+}
+
+/// Serves `app` over TLS on `listener` until the task is aborted. A handshake that does not
+/// finish in 10 s is dropped, so idle sockets cannot hold the accept loop.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    config: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, then go on accepting.
+                tracing::warn!(error = %e, "API accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
+}
