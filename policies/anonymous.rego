@@ -5,7 +5,9 @@
 # they may stop it, update it (resubmit under its ID), read its logs or fetch its results.
 # A caller with a token this node did not sign (or an expired one) is refused (401), so the
 # CLI logs in again. The node gives `input.job` (`id`, `namespace`, `owner`) for requests that
-# name an existing job; `owner` is empty for jobs submitted without a token.
+# name an existing job (by its path, a result archive's execution, or a submission's ID);
+# `owner` is empty for jobs submitted without a token. Outputs (run output, published
+# results) of an owned job are hidden from others by the node itself, like its Env values.
 package bacalhau.authz
 
 import rego.v1
@@ -34,6 +36,9 @@ token_valid if claims
 private_to_owner if input.http.method != "GET"
 
 private_to_owner if input.http.path[count(input.http.path) - 1] in {"logs", "results"}
+
+# A result archive of the local publisher (/results/<execution>.tar.gz).
+private_to_owner if input.http.path[0] == "results"
 
 anothers_job if {
 	input.job.owner != ""

@@ -29,8 +29,10 @@
 //! | `node_config` | `gadus_node::config::NodeConfig::load` (a YAML file plus flags) |
 //! | `api_body` | `gadus_node::api::decode_body` into the API's request body shapes |
 //! | `api_query` | `serde_urlencoded`/`form_urlencoded` into the API's query shapes |
+//! | `auth` | `gadus_node::auth::{jwt::{decode, verify}, keys::{public_key_from_base64, signed_digest}, jwt::Constraints}`, the default access policy on any request |
 
 mod archive;
+mod auth;
 mod content;
 mod files;
 mod model;
@@ -38,6 +40,7 @@ mod node;
 mod protocol;
 
 pub use archive::{data_url, tar_gz};
+pub use auth::auth;
 pub use content::{car, gateway_path, unixfs};
 pub use model::{ident, job_spec, quantities, selector};
 pub use node::{api_body, api_query, duration, node_config};
@@ -51,6 +54,7 @@ pub type Target = (&'static str, fn(&[u8]));
 pub const TARGETS: &[Target] = &[
     ("api_body", api_body),
     ("api_query", api_query),
+    ("auth", auth),
     ("car", car),
     ("data_url", data_url),
     ("duration", duration),

@@ -628,3 +628,72 @@ async fn the_whole_flow_over_tls_with_a_self_signed_certificate() {
     assert_eq!(resp.status(), 200);
     assert!(http().get(url.replace("https", "http")).send().await.is_err(), "no clear text");
 }
+
+/// Review findings (each failed before its fix): the ownership check must see the job the
+/// handler will act on, whatever the spelling of the request, and a job's outputs are its
+/// owner's like its logs. B tries a percent-encoded ID, a repeated `namespace`, the
+/// executions view (run output, published result) and the result archive's own URL.
+#[tokio::test]
+async fn ownership_cannot_be_dodged_by_spelling_or_by_another_route() {
+    let node = Node::start(&[]);
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (login(&node, a_dir.path()), login(&node, b_dir.path()));
+    let jobs = node.url("/api/v1/orchestrator/jobs");
+    let service = json!({"Job": {"Type": "service", "ID": "svc-a", "Name": "svc-a", "Count": 1,
+        "Tasks": [{"Name": "main", "Engine": {"Type": "noop"}}]}});
+    let (s, v) = call_with("PUT", &jobs, Some(service), Some(&a)).await;
+    assert_eq!(s, 200, "{v}");
+    let hello = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-wasm.yaml"),
+    )
+    .unwrap();
+    let mut batch: Value =
+        serde_json::to_value(gadus_core::model::Job::from_file_bytes(hello.as_bytes()).unwrap())
+            .unwrap();
+    batch["Tasks"][0]["Publisher"] = json!({"Type": "local"});
+    let (s, v) = call_with("PUT", &jobs, Some(json!({"Job": batch})), Some(&a)).await;
+    assert_eq!(s, 200, "{v}");
+    let batch_id = v["JobID"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_terminal(&node, &batch_id, std::time::Duration::from_secs(60)).await,
+        "Completed"
+    );
+
+    for (what, url) in [
+        ("a percent-encoded ID", node.url("/api/v1/orchestrator/jobs/svc%2Da")),
+        (
+            "a repeated namespace",
+            node.url("/api/v1/orchestrator/jobs/svc-a?namespace=zz&namespace=default"),
+        ),
+    ] {
+        let (s, v) = call_with("DELETE", &url, None, Some(&b)).await;
+        assert!(s == 403 || s == 400, "B stops A's job with {what}: {s} {v}");
+    }
+    let (_, v) =
+        call_with("GET", &node.url("/api/v1/orchestrator/jobs/svc-a"), None, Some(&a)).await;
+    assert_eq!(v["Job"]["State"]["StateType"], "Running", "A's job is untouched: {v}");
+
+    let execs = |token: String| {
+        let url = node.url(&format!("/api/v1/orchestrator/jobs/{batch_id}/executions"));
+        async move { call_with("GET", &url, None, Some(&token)).await.1["Items"][0].clone() }
+    };
+    let mine = execs(a.clone()).await;
+    let stdout = mine["RunOutput"]["Stdout"].as_str().unwrap_or_default().to_string();
+    assert!(stdout.contains("hello from gadus"), "{mine}");
+    let archive = mine["PublishedResult"]["Params"]["URL"].as_str().unwrap().to_string();
+    let theirs = execs(b.clone()).await;
+    let shown = theirs.to_string();
+    assert!(!shown.contains("hello from gadus"), "B reads A's output: {theirs}");
+    assert!(!shown.contains(".tar.gz"), "B learns A's result URL: {theirs}");
+    let described = node.url(&format!("/api/v1/orchestrator/jobs/{batch_id}?include=executions"));
+    let (_, v) = call_with("GET", &described, None, Some(&b)).await;
+    assert!(!v.to_string().contains("hello from gadus"), "{v}");
+
+    let path = archive.split_once("/results/").map(|(_, p)| format!("/results/{p}")).unwrap();
+    let (s, _) = call_with("GET", &node.url(&path), None, Some(&b)).await;
+    assert_eq!(s, 403, "B downloads A's archive");
+    let (s, _) = call_with("GET", &node.url(&path), None, None).await;
+    assert_eq!(s, 403, "anonymous downloads A's archive");
+    let resp = http().get(node.url(&path)).bearer_auth(&a).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "A downloads its archive");
+}

@@ -129,7 +129,13 @@ async fn authenticate(
             Err(e) => return e.into_response(),
         }
     };
-    // RSA and scrypt are CPU work measured in milliseconds: off the async workers.
+    // RSA and scrypt (32 MiB each) are CPU and memory work: off the async workers, and at
+    // most two at a time, so a flood of login attempts queues (and times out) instead of
+    // exhausting the blocking pool and the memory.
+    static LOGINS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let Ok(_slot) = LOGINS.acquire().await else {
+        return super::ApiErr::internal("the login queue is closed").into_response();
+    };
     let auth = s.auth.clone();
     let result =
         tokio::task::spawn_blocking(move || auth.authenticate(&name, &answer, now_ns())).await;

@@ -211,7 +211,10 @@ async fn describe(
             .store
             .executions(&job.id)?
             .iter()
-            .map(|e| crate::auth::owner::view_execution(execution_view(e), who.as_deref()))
+            .map(|e| {
+                let owner = crate::auth::owner::owner(&rec.job);
+                crate::auth::owner::view_execution(execution_view(e), owner, who.as_deref())
+            })
             .collect();
         out["Executions"] = json!({ "Items": items, "NextToken": "" });
     }
@@ -376,7 +379,10 @@ async fn executions(
         .store
         .executions(&rec.job.id)?
         .iter()
-        .map(|e| crate::auth::owner::view_execution(execution_view(e), who.as_deref()))
+        .map(|e| {
+            let owner = crate::auth::owner::owner(&rec.job);
+            crate::auth::owner::view_execution(execution_view(e), owner, who.as_deref())
+        })
         .collect();
     match p.order_by.as_deref() {
         Some("modified_at" | "modify_time") => items.sort_by_key(|e| e.modify_time),

@@ -416,20 +416,39 @@ fn authorize(
 }
 
 /// The existing job a request acts on, for the access policy's `input.job`: the one its path
-/// names (`/api/v1/orchestrator/jobs/{id}/...`, by ID, prefix or name as the handlers find
-/// it), or the one a submission's `Job.ID` would update.
+/// names (`/api/v1/orchestrator/jobs/{id}/...`, decoded and looked up by ID, prefix or name
+/// as the handlers find it), the one a result archive (`/results/{execution}.tar.gz`) belongs
+/// to, or the one a submission's `Job.ID` would update. When a request could name several
+/// (a `namespace` given twice), an owned one wins: the check must never see a weaker job
+/// than the handler acts on.
 fn named_job(
     store: &crate::store::Store,
     req: &Request,
     body: Option<&[u8]>,
 ) -> Option<crate::auth::JobRef> {
+    let as_ref = |rec: &gadus_core::orchestrator::JobRecord| crate::auth::JobRef {
+        id: rec.job.id.clone(),
+        namespace: rec.job.namespace.clone(),
+        owner: crate::auth::owner::owner(&rec.job).to_string(),
+    };
+    let decode = |seg: &str| {
+        percent_encoding::percent_decode_str(seg).decode_utf8().ok().map(|s| s.into_owned())
+    };
+    if let Some(file) = req.uri().path().strip_prefix("/results/") {
+        let exec = decode(file)?;
+        let exec = exec.strip_suffix(".tar.gz").unwrap_or(&exec);
+        let job = store.job_of_execution(exec).ok()??;
+        return store.job(&job).ok()?.as_ref().map(as_ref);
+    }
     let path = req.uri().path().strip_prefix("/api/v1/orchestrator/jobs")?;
-    let (id, ns) = match path.strip_prefix('/').and_then(|p| p.split('/').next()) {
-        Some(id) if !id.is_empty() => {
-            let ns = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-                .find(|(k, _)| k == "namespace")
-                .map(|(_, v)| v.into_owned());
-            (id.to_string(), ns)
+    let (id, namespaces) = match path.strip_prefix('/').and_then(|p| p.split('/').next()) {
+        Some(seg) if !seg.is_empty() => {
+            let ns: Vec<String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .filter(|(k, _)| k == "namespace")
+                    .map(|(_, v)| v.into_owned())
+                    .collect();
+            (decode(seg)?, ns)
         }
         _ => {
             // A submission: the job it names, if any (keys matched as the decoder does).
@@ -443,18 +462,24 @@ fn named_job(
             let job = get(&v, "Job")?;
             let id = get(&job, "ID")?.as_str()?.to_string();
             let ns = get(&job, "Namespace").and_then(|n| n.as_str().map(str::to_string));
-            (id, ns)
+            (id, ns.into_iter().collect())
         }
     };
-    let ns = ns.filter(|n| !n.is_empty() && n != "*").unwrap_or_else(|| "default".into());
-    match store.find_job(&id, &ns) {
-        Ok(crate::store::Lookup::Found(rec)) => Some(crate::auth::JobRef {
-            id: rec.job.id.clone(),
-            namespace: rec.job.namespace.clone(),
-            owner: crate::auth::owner::owner(&rec.job).to_string(),
-        }),
-        _ => None,
+    let mut namespaces: Vec<String> = namespaces
+        .into_iter()
+        .map(|n| if n.is_empty() || n == "*" { "default".into() } else { n })
+        .collect();
+    if namespaces.is_empty() {
+        namespaces.push("default".into());
     }
+    let found: Vec<crate::auth::JobRef> = namespaces
+        .iter()
+        .filter_map(|ns| match store.find_job(&id, ns) {
+            Ok(crate::store::Lookup::Found(rec)) => Some(as_ref(&rec)),
+            _ => None,
+        })
+        .collect();
+    found.iter().find(|j| !j.owner.is_empty()).or(found.first()).cloned()
 }
 
 /// The request body as read by the edge, for the access policy's `input.http.body`.

@@ -103,11 +103,18 @@ pub fn view(job: &Arc<Job>, caller: Option<&str>) -> Arc<Job> {
     Arc::new(copy)
 }
 
-/// An execution as `caller` may see it (its embedded job redacted like [`view`]).
-pub fn view_execution(mut e: Execution, caller: Option<&str>) -> Execution {
+/// An execution of a job owned by `owner` as `caller` may see it: its embedded job redacted
+/// like [`view`], and, for anyone but the owner of an owned job, no run output and no
+/// published result (they are the job's logs and results, which the policy keeps to the
+/// owner). An ownerless job's outputs stay visible: nobody could be told apart to keep them.
+pub fn view_execution(mut e: Execution, owner: &str, caller: Option<&str>) -> Execution {
     if let Some(job) = e.job.take() {
         let shown = view(&Arc::new(*job), caller);
         e.job = Some(Box::new(Arc::unwrap_or_clone(shown)));
+    }
+    if !owner.is_empty() && caller != Some(owner) {
+        e.run_output = None;
+        e.published_result = None;
     }
     e
 }
