@@ -104,9 +104,11 @@ pub fn view(job: &Arc<Job>, caller: Option<&str>) -> Arc<Job> {
 }
 
 /// An execution of a job owned by `owner` as `caller` may see it: its embedded job redacted
-/// like [`view`], and, for anyone but the owner of an owned job, no run output and no
-/// published result (they are the job's logs and results, which the policy keeps to the
-/// owner). An ownerless job's outputs stay visible: nobody could be told apart to keep them.
+/// like [`view`], and, for anyone but the owner of an owned job, no run output (it is the
+/// job's log, which the policy keeps to the owner). Where the results were published stays
+/// visible, as in Bacalhau's execution view: fetching a local archive is the policy's call
+/// (`/results/`), and content published to IPFS is public by its address. An ownerless
+/// job's output stays visible: nobody could be told apart to keep it.
 pub fn view_execution(mut e: Execution, owner: &str, caller: Option<&str>) -> Execution {
     if let Some(job) = e.job.take() {
         let shown = view(&Arc::new(*job), caller);
@@ -114,7 +116,6 @@ pub fn view_execution(mut e: Execution, owner: &str, caller: Option<&str>) -> Ex
     }
     if !owner.is_empty() && caller != Some(owner) {
         e.run_output = None;
-        e.published_result = None;
     }
     e
 }
