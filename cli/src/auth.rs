@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
@@ -81,23 +81,10 @@ impl Identity {
             Some(t) => all.insert(base.to_string(), t.to_string()),
             None => all.remove(base),
         };
-        write_private(&self.tokens_path(), &serde_json::to_vec_pretty(&all)?)
+        let path = self.tokens_path();
+        keys::write_private(&path, &serde_json::to_vec_pretty(&all)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
-}
-
-/// Writes `bytes` to `path` with mode 0600, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tokens-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .tempfile_in(dir)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The answer to a method's requirement: the JSON body `POST /api/v1/auth/{name}` takes.

@@ -90,23 +90,11 @@ fn self_signed_files(data_dir: &Path, host: &str) -> Result<(PathBuf, PathBuf), 
         }
     }
     let made = rcgen::generate_simple_self_signed(names).map_err(tls_err)?;
-    write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
+    crate::auth::keys::write_private(&key, made.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| tls_err(format!("{}: {e}", key.display())))?;
     std::fs::write(&crt, made.cert.pem())
         .map_err(|e| tls_err(format!("{}: {e}", crt.display())))?;
     Ok((crt, key))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-    f.write_all(bytes).map_err(|e| tls_err(format!("{}: {e}", path.display())))
 }
 
 /// Serves `app` over TLS on `listener` until the task is aborted. A handshake that does not

@@ -438,21 +438,6 @@ async fn only_a_jobs_owner_may_stop_it_update_it_or_read_its_logs_and_results() 
     assert_eq!(s, 200, "{v}");
 }
 
-/// A small deterministic generator (xorshift64*): the case is a function of its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Every job as (version, state, name, owner), read with a token every policy lets read.
 async fn snapshot(node: &Node, reader: &str) -> Vec<(String, Value)> {
     let url = node.url("/api/v1/orchestrator/jobs?namespace=*&limit=1000");
@@ -523,8 +508,8 @@ async fn denied_requests_change_nothing_for_any_mix_of_users_and_policies() {
         let mut known: Vec<String> = Vec::new();
         let mut decisions = Vec::new();
         for step in 0..40 {
-            let (who, token) = users[rng.below(users.len())];
-            let target = (!known.is_empty()).then(|| known[rng.below(known.len())].clone());
+            let (who, token) = *rng.pick(&users);
+            let target = (!known.is_empty()).then(|| rng.pick(&known).clone());
             let action = rng.below(6);
             // Jobs that no node can run: only API calls change them.
             let spec = |id: &str, name: &str| {

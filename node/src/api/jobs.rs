@@ -43,20 +43,21 @@ fn reply_error(e: gadus_core::orchestrator::ApiError) -> ApiErr {
     }
 }
 
-fn caller(s: &AppState, headers: &axum::http::HeaderMap) -> Option<String> {
-    s.auth.caller_of(headers, crate::clock::system_now().0)
+/// The caller the edge identified (none outside the edge, e.g. a router without it).
+fn caller(c: Option<axum::Extension<super::Caller>>) -> Option<String> {
+    c.and_then(|axum::Extension(super::Caller(who))| who)
 }
 
 async fn submit(
     State(s): State<AppState>,
-    headers: axum::http::HeaderMap,
+    who: Option<axum::Extension<super::Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
     let body = body.map_err(body_rejection)?;
     let put: PutJob = decode_body(&body, s.config.api.max_body_bytes)?;
     let mut job = put.job.ok_or_else(|| ApiErr::bad_request("request body has no Job"))?;
     // The job belongs to whoever the token names; a claim in the body is dropped.
-    crate::auth::owner::stamp(&mut job, caller(&s, &headers).as_deref());
+    crate::auth::owner::stamp(&mut job, caller(who).as_deref());
     // The orchestrator assigns the ID, so the span learns it from the reply; recording it on
     // the span (not just the log line) is what puts it on the exported OTLP span.
     let span = tracing::info_span!(
@@ -106,7 +107,7 @@ fn truthy(v: &Option<String>) -> bool {
 
 async fn list(
     State(s): State<AppState>,
-    headers: axum::http::HeaderMap,
+    who: Option<axum::Extension<super::Caller>>,
     Query(p): Query<ListParams>,
     raw: axum::extract::RawQuery,
 ) -> Result<Response, ApiErr> {
@@ -147,7 +148,7 @@ async fn list(
         crate::store::ListError::Query(e) => ApiErr::bad_request(e.to_string()),
         crate::store::ListError::Store(e) => ApiErr::from(e),
     })?;
-    let who = caller(&s, &headers);
+    let who = caller(who);
     for j in &mut page.items {
         *j = crate::auth::owner::view(j, who.as_deref());
     }
@@ -168,14 +169,20 @@ fn url_pairs(q: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
+/// The namespace a job lookup searches: `namespace=` as given, `default` when empty or `*`.
+/// The access check (`super::named_job`) resolves jobs through this too, so it sees the job
+/// the handler acts on.
+pub(super) fn job_namespace(namespace: Option<&str>) -> &str {
+    namespace.filter(|n| !n.is_empty() && *n != "*").unwrap_or("default")
+}
+
 /// Finds a job by ID, prefix or name.
 fn find(
     s: &AppState,
     id: &str,
     namespace: Option<&str>,
 ) -> Result<gadus_core::orchestrator::JobRecord, ApiErr> {
-    let ns = namespace.filter(|n| !n.is_empty() && *n != "*").unwrap_or("default");
-    match s.node.shared.store.find_job(id, ns)? {
+    match s.node.shared.store.find_job(id, job_namespace(namespace))? {
         Lookup::Found(j) => Ok(*j),
         Lookup::NotFound => Err(ApiErr::not_found(format!("job not found: {id}"))),
         Lookup::Ambiguous => Err(ApiErr::bad_request(format!(
@@ -190,12 +197,12 @@ fn execution_view(e: &ExecRecord) -> Execution {
 
 async fn describe(
     State(s): State<AppState>,
-    headers: axum::http::HeaderMap,
+    who: Option<axum::Extension<super::Caller>>,
     Path(id): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Response, ApiErr> {
     let rec = find(&s, &id, p.namespace.as_deref())?;
-    let who = caller(&s, &headers);
+    let who = caller(who);
     let job = (*crate::auth::owner::view(&rec.job, who.as_deref())).clone();
     let mut out = json!({ "Job": job });
     let include: Vec<String> =
@@ -367,12 +374,12 @@ async fn history(
 
 async fn executions(
     State(s): State<AppState>,
-    headers: axum::http::HeaderMap,
+    who: Option<axum::Extension<super::Caller>>,
     Path(id): Path<String>,
     Query(p): Query<ListParams>,
 ) -> Result<Response, ApiErr> {
     let rec = find(&s, &id, p.namespace.as_deref())?;
-    let who = caller(&s, &headers);
+    let who = caller(who);
     let mut items: Vec<Execution> = s
         .node
         .shared

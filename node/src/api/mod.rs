@@ -225,6 +225,10 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
         if let Err(e) = authorize(&auth, &store, &req, streaming) {
             return *e;
         }
+        // Who is calling is settled once, here; handlers read it (ownership, redaction).
+        let mut req = req;
+        let who = auth.caller_of(req.headers(), crate::clock::system_now().0);
+        req.extensions_mut().insert(Caller(who));
         if streaming {
             next.run(req).await
         } else {
@@ -465,22 +469,23 @@ fn named_job(
             (id, ns.into_iter().collect())
         }
     };
-    let mut namespaces: Vec<String> = namespaces
-        .into_iter()
-        .map(|n| if n.is_empty() || n == "*" { "default".into() } else { n })
-        .collect();
+    let mut namespaces: Vec<Option<String>> = namespaces.into_iter().map(Some).collect();
     if namespaces.is_empty() {
-        namespaces.push("default".into());
+        namespaces.push(None);
     }
     let found: Vec<crate::auth::JobRef> = namespaces
         .iter()
-        .filter_map(|ns| match store.find_job(&id, ns) {
+        .filter_map(|ns| match store.find_job(&id, jobs::job_namespace(ns.as_deref())) {
             Ok(crate::store::Lookup::Found(rec)) => Some(as_ref(&rec)),
             _ => None,
         })
         .collect();
     found.iter().find(|j| !j.owner.is_empty()).or(found.first()).cloned()
 }
+
+/// The caller a request's bearer token names (a valid token of this node), set by the edge.
+#[derive(Clone, Debug, Default)]
+pub struct Caller(pub Option<String>);
 
 /// The request body as read by the edge, for the access policy's `input.http.body`.
 #[derive(Clone)]

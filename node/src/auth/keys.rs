@@ -65,15 +65,7 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey, KeyError> {
     let key = PrivateKey::new(&mut SysRng, KEY_BITS).map_err(|e| KeyError::Rsa(e.to_string()))?;
     let pem =
         key.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).map_err(|e| KeyError::Rsa(e.to_string()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(file_err)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".key-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(file_err)?;
-    tmp.write_all(pem.as_bytes()).map_err(file_err)?;
-    tmp.as_file().sync_all().map_err(file_err)?;
+    let tmp = private_temp(path, pem.as_bytes()).map_err(file_err)?;
     match tmp.persist_noclobber(path) {
         Ok(_) => Ok(key),
         // Another process made it first: use theirs.
@@ -83,6 +75,26 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey, KeyError> {
         }
         Err(e) => Err(file_err(e.error)),
     }
+}
+
+/// A synced temporary file with mode 0600 holding `bytes`, in `path`'s directory (made if
+/// missing), ready to be linked into place: nobody ever reads a half-written secret.
+fn private_temp(path: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".private-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+/// Writes a secret (a key, the token store) to `path` with mode 0600, atomically replacing
+/// what was there.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    private_temp(path, bytes)?.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
 fn read_bounded(path: &Path) -> std::io::Result<String> {
