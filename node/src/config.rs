@@ -76,6 +76,16 @@ pub struct TlsSection {
     pub key_file: String,
     /// Make and serve a self-signed certificate (kept in `<data dir>/tls/`).
     pub self_signed: bool,
+    /// Obtain and renew the certificate for this host name over ACME (`--autocert`).
+    pub auto_cert: String,
+    /// Where the ACME account and certificates are cached; empty = `<data dir>/autocert-cache`.
+    pub auto_cert_cache_path: String,
+    /// The ACME directory URL (gadus's key); empty = Let's Encrypt's production directory.
+    pub auto_cert_directory: String,
+    /// A PEM root to trust for the ACME server's own HTTPS (gadus's key: a private CA or a
+    /// test CA such as pebble's); empty = the system's roots.
+    #[serde(rename = "AutoCertCAFile")]
+    pub auto_cert_ca_file: String,
 }
 
 /// `API.Auth.*` (Bacalhau's names).

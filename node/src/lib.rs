@@ -158,8 +158,9 @@ pub struct RunningNode {
     pub p2p: Option<gadus_io::transport::p2p::P2pHandle>,
     loop_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
-    /// The certificate file and its SHA-256 fingerprint when the API speaks TLS.
-    pub tls: Option<(PathBuf, String)>,
+    /// When the API speaks TLS: its certificate file and SHA-256 fingerprint, or where ACME
+    /// obtains it.
+    pub tls: Option<String>,
     /// Held for the node's lifetime: one process per data directory.
     _lock: std::fs::File,
 }
@@ -366,13 +367,7 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
     let api_addr = listener
         .local_addr()
         .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
-    let tls = tls::setup(
-        &cfg.api.tls.cert_file,
-        &cfg.api.tls.key_file,
-        cfg.api.tls.self_signed,
-        &data_dir,
-        &cfg.api.host,
-    )?;
+    let tls = tls::setup(&cfg.api.tls, &data_dir, &cfg.api.host)?;
     let storage = storage_adapters(&cfg, &data_dir, api_addr)?;
     let (inputs, publishers) = (storage.inputs.clone(), storage.publishers.clone());
 
@@ -500,9 +495,9 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         auth,
     };
     let app = api::router(state);
-    let tls_info = tls.as_ref().map(|t| (t.cert_path.clone(), t.fingerprint.clone()));
+    let tls_info = tls.as_ref().map(|t| t.describe.clone());
     let api_task = match tls {
-        Some(t) => tokio::spawn(tls::serve(listener, app, t.config)),
+        Some(t) => tokio::spawn(tls::serve(listener, app, t)),
         None => tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "API server stopped");

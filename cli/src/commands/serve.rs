@@ -37,6 +37,11 @@ pub struct Args {
     /// its fingerprint is printed; clients trust it with --cacert).
     #[arg(long)]
     self_signed: bool,
+    /// Obtain and renew the API's certificate for this host name over ACME (Let's Encrypt
+    /// unless -c API.TLS.AutoCertDirectory=URL); the CA validates with TLS-ALPN-01, so the API
+    /// must be reachable at HOST:443.
+    #[arg(long, value_name = "HOSTNAME")]
+    autocert: Option<String>,
 }
 
 /// The effective configuration for a node started from the command line.
@@ -96,6 +101,9 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if args.self_signed {
         extra.push(("API.TLS.SelfSigned".into(), "true".into()));
     }
+    if let Some(h) = &args.autocert {
+        extra.push(("API.TLS.AutoCert".into(), h.clone()));
+    }
     for c in &args.config {
         let (k, v) =
             c.split_once('=').with_context(|| format!("-c expects Key.Path=value, got {c:?}"))?;
@@ -119,8 +127,8 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
         eprintln!("gadus node {} is ready", node.node_id);
         eprintln!("API: {}", node.api_url());
-        if let Some((cert, fingerprint)) = &node.tls {
-            eprintln!("TLS certificate: {} (SHA-256 {fingerprint})", cert.display());
+        if let Some(cert) = &node.tls {
+            eprintln!("TLS certificate: {cert}");
         }
         if let Some(p2p) = &node.p2p {
             for a in p2p.listen_addrs() {
@@ -157,7 +165,9 @@ async fn wait_term() {
 fn anonymous_writes_off_loopback(cfg: &gadus_node::NodeConfig) -> bool {
     let policy = cfg.api.auth.access_policy_path.as_str();
     let anonymous = matches!(policy, "" | "builtin:anonymous");
-    let tls = cfg.api.tls.self_signed || !cfg.api.tls.cert_file.is_empty();
+    let tls = cfg.api.tls.self_signed
+        || !cfg.api.tls.cert_file.is_empty()
+        || !cfg.api.tls.auto_cert.is_empty();
     let host = cfg.api.host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
