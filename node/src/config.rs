@@ -111,6 +111,12 @@ pub struct AuthMethodSection {
     /// The Rego policy issuing tokens (`bacalhau.authn.token`), a path or `builtin:<name>`;
     /// empty = builtin:challenge-anon for a challenge method.
     pub policy_path: String,
+    /// gadus's: a JSON file of username -> [scrypt hash, salt] (`gadus auth hash-password`),
+    /// given to the policy as `data.gadus.users` (builtin:password reads it).
+    pub users_file: String,
+    /// gadus's: client IDs (comma-separated), given to the policy as
+    /// `data.gadus.allowed_clients` (builtin:allowed-clients reads it).
+    pub allowed_clients: String,
 }
 
 impl Default for AuthSection {
@@ -118,7 +124,7 @@ impl Default for AuthSection {
         let mut methods = BTreeMap::new();
         methods.insert(
             "ClientKey".to_string(),
-            AuthMethodSection { kind: "challenge".into(), policy_path: String::new() },
+            AuthMethodSection { kind: "challenge".into(), ..Default::default() },
         );
         AuthSection { methods, access_policy_path: "builtin:anonymous".into() }
     }
@@ -126,7 +132,12 @@ impl Default for AuthSection {
 
 impl Default for AuthMethodSection {
     fn default() -> Self {
-        AuthMethodSection { kind: "challenge".into(), policy_path: String::new() }
+        AuthMethodSection {
+            kind: "challenge".into(),
+            policy_path: String::new(),
+            users_file: String::new(),
+            allowed_clients: String::new(),
+        }
     }
 }
 
@@ -570,7 +581,7 @@ pub fn canonical_key(key: &str) -> Option<String> {
     leaves.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()
 }
 
-/// `API.Auth.Methods.<name>.<Type|PolicyPath>`: method names are the operator's, so these
+/// `API.Auth.Methods.<name>.<Type|PolicyPath|UsersFile|AllowedClients>`: method names are the operator's, so these
 /// keys exist for any name.
 fn method_key(key: &str) -> Option<String> {
     const PREFIX: &str = "api.auth.methods.";
@@ -582,7 +593,9 @@ fn method_key(key: &str) -> Option<String> {
     if name.is_empty() || name.contains('.') {
         return None;
     }
-    let field = ["Type", "PolicyPath"].into_iter().find(|f| f.eq_ignore_ascii_case(field))?;
+    let field = ["Type", "PolicyPath", "UsersFile", "AllowedClients"]
+        .into_iter()
+        .find(|f| f.eq_ignore_ascii_case(field))?;
     Some(format!("API.Auth.Methods.{name}.{field}"))
 }
 

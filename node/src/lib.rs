@@ -57,7 +57,15 @@ pub fn auth_from_config(
         .auth
         .methods
         .iter()
-        .map(|(name, m)| (name.clone(), (m.kind.clone(), m.policy_path.clone())))
+        .map(|(name, m)| {
+            let spec = auth::MethodSpec {
+                kind: m.kind.clone(),
+                policy_path: m.policy_path.clone(),
+                users_file: m.users_file.clone(),
+                allowed_clients: m.allowed_clients.clone(),
+            };
+            (name.clone(), spec)
+        })
         .collect();
     auth::Auth::new(node_id, data_dir, &methods, &cfg.api.auth.access_policy_path)
         .map_err(|e| StartError::Config(e.to_string()))

@@ -141,3 +141,60 @@ fn challenge_anon_issues_a_verifiable_token_naming_the_client_deterministically(
     let again = p.eval("bacalhau.authn.token", &input, NOW).unwrap().unwrap();
     assert_eq!(again.as_str(), Some(t));
 }
+
+/// builtin:password: the operator's users (`data.gadus.users`, from `UsersFile`) log in with
+/// their password; a wrong password, an unknown user or a non-string field gets no token.
+#[test]
+fn password_issues_tokens_only_for_listed_users_with_their_password() {
+    let w = world();
+    let salt = "d9ucnhE5kHEqm0YEWqN5qJmrHB+IDqjuPEwLkmZ9BGs=";
+    let hash = auth::policy::scrypt_b64("s3cret", salt).unwrap();
+    let p = auth::load_policy("builtin:password")
+        .unwrap()
+        .with_data(json!({"gadus": {"users": {"alice": [hash, salt]}}}))
+        .unwrap();
+    assert!(p.defines("bacalhau.authn.schema"));
+    let ask = |user: Value, password: Value| {
+        let input = json!({"signingKey": keys::private_jwk(&w.key), "nodeId": NODE,
+            "ask": {"username": user, "password": password}});
+        p.eval("bacalhau.authn.token", &input, NOW).unwrap()
+    };
+    let t = ask(json!("alice"), json!("s3cret")).expect("alice logs in");
+    let c = jwt::Constraints {
+        keys: vec![w.key.to_public_key()],
+        iss: Some(NODE.into()),
+        aud: Some(NODE.into()),
+        time_ns: NOW,
+    };
+    let d = jwt::verify(t.as_str().unwrap(), &c).unwrap();
+    assert_eq!(d.claims["sub"], "alice");
+    assert_eq!(d.claims["ns"], json!({"*": 5, "alice": 15}));
+    for (user, password) in [
+        (json!("alice"), json!("wrong")),
+        (json!("bob"), json!("s3cret")),
+        (json!(["alice"]), json!("s3cret")),
+        (json!("alice"), json!(null)),
+        (json!(""), json!("")),
+    ] {
+        assert_eq!(ask(user.clone(), password.clone()), None, "{user} / {password}");
+    }
+}
+
+/// builtin:allowed-clients: only the listed client IDs get a token.
+#[test]
+fn allowed_clients_issues_tokens_only_for_listed_keys() {
+    let w = world();
+    let listed = "ab".repeat(32);
+    let p = auth::load_policy("builtin:allowed-clients")
+        .unwrap()
+        .with_data(json!({"gadus": {"allowed_clients": [listed]}}))
+        .unwrap();
+    let token = |client: &str| {
+        let input =
+            json!({"signingKey": keys::private_jwk(&w.key), "nodeId": NODE, "clientId": client});
+        p.eval("bacalhau.authn.token", &input, NOW).unwrap()
+    };
+    assert!(token(&listed).is_some());
+    assert_eq!(token(&"cd".repeat(32)), None);
+    assert_eq!(token(""), None);
+}

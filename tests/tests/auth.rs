@@ -681,3 +681,97 @@ async fn ownership_cannot_be_dodged_by_spelling_or_by_another_route() {
     let resp = http().get(node.url(&path)).bearer_auth(&a).send().await.unwrap();
     assert_eq!(resp.status(), 200, "A downloads its archive");
 }
+
+/// Item 3's shipped login policies take the operator's lists from the configuration:
+/// builtin:password reads `UsersFile` (entries as `gadus auth hash-password` prints them),
+/// builtin:allowed-clients reads `AllowedClients` (IDs as `gadus id` prints them). A node
+/// started with one of them but not its list, or with a malformed list, does not start.
+#[tokio::test]
+async fn the_password_and_allowed_clients_builtins_take_the_operators_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(gadus_bin())
+        .args(["auth", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let pair: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, json!({ "alice": pair }).to_string()).unwrap();
+    let users_key = format!("API.Auth.Methods.Password.UsersFile={}", users.display());
+    let node = Node::start(&[
+        "-c",
+        "API.Auth.AccessPolicyPath=builtin:no-anon",
+        "-c",
+        "API.Auth.Methods.Password.Type=ask",
+        "-c",
+        "API.Auth.Methods.Password.PolicyPath=builtin:password",
+        "-c",
+        &users_key,
+    ]);
+    let alice = tempfile::tempdir().unwrap();
+    let o = cli(&node, alice.path(), &["--username", "alice", "job", "list"], "s3cret\n", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let info = cli(&node, alice.path(), &["auth", "info", "--output", "json"], "", &[]);
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["Subject"], "alice", "{info}");
+    let other = tempfile::tempdir().unwrap();
+    let o = cli(&node, other.path(), &["--username", "alice", "job", "list"], "guess\n", &[]);
+    assert!(!o.status.success() && text(&o).contains("credentials rejected"), "{}", text(&o));
+    drop(node);
+
+    let (listed, unlisted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let allowed = format!("API.Auth.Methods.ClientKey.AllowedClients={}", cli_id(listed.path()));
+    let node = Node::start(&[
+        "-c",
+        "API.Auth.AccessPolicyPath=builtin:no-anon",
+        "-c",
+        "API.Auth.Methods.ClientKey.Type=challenge",
+        "-c",
+        "API.Auth.Methods.ClientKey.PolicyPath=builtin:allowed-clients",
+        "-c",
+        &allowed,
+    ]);
+    let o = cli(&node, listed.path(), &["job", "list"], "", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cli(&node, unlisted.path(), &["job", "list"], "", &[]);
+    assert!(!o.status.success(), "an unlisted key: {}", text(&o));
+    drop(node);
+
+    let bad_users = dir.path().join("bad.json");
+    std::fs::write(&bad_users, r#"{"alice": "not a pair"}"#).unwrap();
+    let cases: [(Vec<String>, &str); 3] = [
+        (
+            vec!["API.Auth.Methods.Password.PolicyPath=builtin:password".into()],
+            "API.Auth.Methods.Password.UsersFile: builtin:password needs it",
+        ),
+        (
+            vec![
+                "API.Auth.Methods.Password.PolicyPath=builtin:password".into(),
+                format!("API.Auth.Methods.Password.UsersFile={}", bad_users.display()),
+            ],
+            "gadus auth hash-password",
+        ),
+        (
+            vec![
+                "API.Auth.Methods.Password.PolicyPath=builtin:password".into(),
+                "API.Auth.Methods.Password.AllowedClients=c0ffee".into(),
+            ],
+            "is not a client ID",
+        ),
+    ];
+    for (keys, says) in cases {
+        let data = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(gadus_bin());
+        cmd.args(["serve", "--data-dir"]).arg(data.path());
+        cmd.args(["--api-host", "127.0.0.1", "--api-port", "0"]);
+        cmd.args(["-c", "API.Auth.Methods.Password.Type=ask"]);
+        for k in &keys {
+            cmd.args(["-c", k]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(!o.status.success(), "{keys:?} started");
+        assert!(text(&o).contains(says), "{keys:?}: {}", text(&o));
+    }
+}

@@ -45,6 +45,8 @@ pub const BUILTIN_POLICIES: &[(&str, &str)] = &[
     ("challenge-anon", include_str!("../../../policies/challenge-anon.rego")),
     ("no-anon", include_str!("../../../policies/no-anon.rego")),
     ("anonymous", include_str!("../../../policies/anonymous.rego")),
+    ("password", include_str!("../../../policies/password.rego")),
+    ("allowed-clients", include_str!("../../../policies/allowed-clients.rego")),
 ];
 
 /// Loads a policy from a path or `builtin:<name>`.
@@ -106,6 +108,92 @@ pub enum AuthSetupError {
         /// The rule.
         rule: String,
     },
+    /// A method's user list or client allow-list is missing or malformed.
+    #[error("API.Auth.Methods.{name}.{key}: {error}")]
+    Data {
+        /// The method.
+        name: String,
+        /// `UsersFile` or `AllowedClients`.
+        key: &'static str,
+        /// Why.
+        error: String,
+    },
+}
+
+/// One authentication method as configured.
+#[derive(Clone, Debug, Default)]
+pub struct MethodSpec {
+    /// `challenge` or `ask`.
+    pub kind: String,
+    /// A policy path or `builtin:<name>`; empty = the default for the type.
+    pub policy_path: String,
+    /// `UsersFile`: a JSON object username -> [scrypt hash, salt], or empty.
+    pub users_file: String,
+    /// `AllowedClients`: client IDs, comma-separated, or empty.
+    pub allowed_clients: String,
+}
+
+impl MethodSpec {
+    /// The data document the method's policy sees: `data.gadus.users` and
+    /// `data.gadus.allowed_clients`, from the operator's files and lists, checked here so a
+    /// typo fails the start instead of every login.
+    fn data(&self, name: &str) -> Result<Value, AuthSetupError> {
+        let bad = |key: &'static str, error: String| AuthSetupError::Data {
+            name: name.to_string(),
+            key,
+            error,
+        };
+        let mut gadus = serde_json::Map::new();
+        if !self.users_file.is_empty() {
+            let path = &self.users_file;
+            let bytes =
+                std::fs::read(path).map_err(|e| bad("UsersFile", format!("{path}: {e}")))?;
+            if bytes.len() > 1024 * 1024 {
+                return Err(bad("UsersFile", format!("{path}: larger than 1 MiB")));
+            }
+            let users: BTreeMap<String, [String; 2]> = serde_json::from_slice(&bytes).map_err(|e| {
+                bad(
+                    "UsersFile",
+                    format!("{path}: expected {{\"user\": [\"<hash>\", \"<salt>\"]}} as `gadus auth hash-password` prints the pair: {e}"),
+                )
+            })?;
+            if let Some(u) = users.keys().find(|u| u.is_empty() || u.len() > 128) {
+                return Err(bad(
+                    "UsersFile",
+                    format!("{path}: user name {u:?} (1 to 128 characters)"),
+                ));
+            }
+            gadus.insert("users".into(), serde_json::to_value(users).unwrap_or_default());
+        }
+        if !self.allowed_clients.is_empty() {
+            let ids: Vec<String> = self
+                .allowed_clients
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect();
+            if let Some(id) =
+                ids.iter().find(|c| c.len() != 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(bad(
+                    "AllowedClients",
+                    format!("{id:?} is not a client ID (64 hex digits, as `gadus id` prints)"),
+                ));
+            }
+            gadus.insert("allowed_clients".into(), Value::from(ids));
+        }
+        let needs = match self.policy_path.as_str() {
+            "builtin:password" => Some(("UsersFile", "users")),
+            "builtin:allowed-clients" => Some(("AllowedClients", "allowed_clients")),
+            _ => None,
+        };
+        if let Some((key, field)) = needs
+            && !gadus.contains_key(field)
+        {
+            return Err(bad(key, format!("{} needs it", self.policy_path)));
+        }
+        Ok(serde_json::json!({ "gadus": gadus }))
+    }
 }
 
 /// The outcome of `POST /api/v1/auth/{name}` in Bacalhau's shape.
@@ -219,18 +307,19 @@ impl Auth {
     pub fn new(
         node_id: &str,
         data_dir: &std::path::Path,
-        methods: &BTreeMap<String, (String, String)>,
+        methods: &BTreeMap<String, MethodSpec>,
         access_policy: &str,
     ) -> Result<Auth, AuthSetupError> {
         let mut out = BTreeMap::new();
-        for (name, (kind, path)) in methods {
-            let kind = kind.to_ascii_lowercase();
+        for (name, spec) in methods {
+            let (kind, path) = (spec.kind.to_ascii_lowercase(), &spec.policy_path);
             let policy = match (kind.as_str(), path.is_empty()) {
                 (CHALLENGE, true) => load_policy("builtin:challenge-anon")?,
                 (ASK, true) => return Err(AuthSetupError::AskWithoutPolicy(name.clone())),
                 (CHALLENGE | ASK, false) => load_policy(path)?,
                 _ => return Err(AuthSetupError::Kind { name: name.clone(), kind }),
             };
+            let policy = policy.with_data(spec.data(name)?)?;
             let mut rules = vec!["bacalhau.authn.token"];
             if kind == ASK {
                 rules.push("bacalhau.authn.schema");

@@ -148,6 +148,19 @@ impl Policy {
         Ok(Policy { name: name.into(), engine })
     }
 
+    /// The policy with `data` as its data document (`data.gadus.users` and the like: the
+    /// operator's lists that builtin policies read), analysed again.
+    pub fn with_data(mut self, data: Value) -> Result<Policy, PolicyError> {
+        let load = |e: anyhow::Error| PolicyError::Load {
+            name: self.name.clone(),
+            error: format!("its data: {e:#}"),
+        };
+        let data = from_json(data).map_err(load)?;
+        self.engine.add_data(data).map_err(load)?;
+        self.engine.eval_query("true".into(), false).map_err(load)?;
+        Ok(self)
+    }
+
     /// The policy's name.
     pub fn name(&self) -> &str {
         &self.name
