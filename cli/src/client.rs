@@ -12,6 +12,8 @@ pub struct Client {
     http: reqwest::Client,
     /// Key and tokens; `None` = never send a token nor log in.
     identity: Option<crate::auth::Identity>,
+    /// The logs websocket's TLS (`wss://`), trusting what `http` trusts.
+    ws_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -51,7 +53,8 @@ impl Client {
         }
         let http = builder.build().context("building the HTTP client")?;
         let scheme = if https { "https" } else { "http" };
-        Ok(Client { base: format!("{scheme}://{host}:{port}"), http, identity: None })
+        let ws_tls = if https { Some(crate::ws_tls::client_config(tls)?) } else { None };
+        Ok(Client { base: format!("{scheme}://{host}:{port}"), http, identity: None, ws_tls })
     }
 
     /// Sends the stored token with each request and logs in again when the node says 401.
@@ -388,7 +391,8 @@ impl Client {
             {
                 req.headers_mut().insert("authorization", v);
             }
-            tokio_tungstenite::connect_async(req).await
+            let connector = self.ws_tls.clone().map(tokio_tungstenite::Connector::Rustls);
+            tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await
         };
         let first = open().await;
         let unauthorized = matches!(&first,

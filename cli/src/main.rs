@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod output;
 mod table;
+mod ws_tls;
 
 use std::process::ExitCode;
 

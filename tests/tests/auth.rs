@@ -592,6 +592,22 @@ async fn the_whole_flow_over_tls_with_a_self_signed_certificate() {
     assert!(text(&run).contains("Completed"), "{}", text(&run));
     let tokens = std::fs::read_to_string(client.path().join("tokens.json")).unwrap();
     assert!(tokens.contains(&format!("https://127.0.0.1:{}", node.port)), "{tokens}");
+    // The logs websocket speaks TLS too (wss://), trusting the same --cacert.
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-wasm.yaml");
+    let hello = hello.display().to_string();
+    let run = cli(
+        &node,
+        client.path(),
+        &["--cacert", &cacert, "job", "run", "--wait", "--id-only", &hello],
+        "",
+        &[],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let id = String::from_utf8_lossy(&run.stdout).trim().to_string();
+    let logs = cli(&node, client.path(), &["--cacert", &cacert, "job", "logs", &id], "", &[]);
+    assert!(text(&logs).contains("hello from gadus"), "{}", text(&logs));
+    let logs = cli(&node, client.path(), &["--tls", "--insecure", "job", "logs", &id], "", &[]);
+    assert!(text(&logs).contains("hello from gadus"), "--insecure: {}", text(&logs));
 
     let stranger = tempfile::tempdir().unwrap();
     let o = cli(&node, stranger.path(), &["--tls", "job", "list"], "", &[]);
