@@ -59,6 +59,13 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Per-request timeout (websockets excepted).
     pub request_timeout: String,
+    /// gadus's: open connections at most (plain and TLS); when full, the longest-idle
+    /// connection is closed for a new one, or the newcomer gets a 503 if none is idle. Also
+    /// kept below the process's file limit.
+    pub max_connections: usize,
+    /// gadus's: how long a connection may take to send a request's headers, and how long it
+    /// may sit idle between requests (HTTP/1), before it is closed. TLS handshakes get as long.
+    pub header_timeout: String,
     /// Authentication methods and the access policy.
     pub auth: AuthSection,
     /// TLS for the API.
@@ -421,6 +428,8 @@ impl Default for ApiConfig {
             port: 1234,
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout: "30s".into(),
+            max_connections: 4096,
+            header_timeout: "10s".into(),
             auth: AuthSection::default(),
             tls: TlsSection::default(),
         }
@@ -769,6 +778,7 @@ impl NodeConfig {
         let mut parsed: BTreeMap<&'static str, Duration> = BTreeMap::new();
         for (key, v, min) in [
             ("API.RequestTimeout", &self.api.request_timeout, ms(100)),
+            ("API.HeaderTimeout", &self.api.header_timeout, ms(100)),
             (
                 "Orchestrator.NodeManager.DisconnectTimeout",
                 &self.orchestrator.node_manager.disconnect_timeout,
@@ -833,6 +843,7 @@ impl NodeConfig {
         }
         for (key, v, min, max) in [
             ("API.MaxBodyBytes", self.api.max_body_bytes, 1024, 1 << 30),
+            ("API.MaxConnections", self.api.max_connections, 4, 1 << 20),
             ("Orchestrator.Scheduler.MaxAttempts", sch.max_attempts as usize, 1, 100),
             ("Compute.MaxInlineOutputBytes", self.compute.max_inline_output_bytes, 0, 16 << 20),
         ] {

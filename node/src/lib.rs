@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod runtime;
@@ -376,6 +377,18 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         .local_addr()
         .map_err(|e| StartError::Listen { addr: addr.to_string(), error: e.to_string() })?;
     let tls = tls::setup(&cfg.api.tls, &data_dir, &cfg.api.host)?;
+    let limits = listener::Limits {
+        max_connections: listener::fit_to_file_limit(cfg.api.max_connections),
+        header_timeout: crate::config::parse_duration(&cfg.api.header_timeout)
+            .map_err(|e| StartError::Config(format!("API.HeaderTimeout: {e}")))?,
+    };
+    if limits.max_connections < cfg.api.max_connections {
+        tracing::warn!(
+            wanted = cfg.api.max_connections,
+            cap = limits.max_connections,
+            "API.MaxConnections lowered to fit the process's file limit"
+        );
+    }
     let storage = storage_adapters(&cfg, &data_dir, api_addr)?;
     let (inputs, publishers) = (storage.inputs.clone(), storage.publishers.clone());
 
@@ -504,13 +517,10 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
     };
     let app = api::router(state);
     let tls_info = tls.as_ref().map(|t| t.describe.clone());
+    let shared = handle.shared.clone();
     let api_task = match tls {
-        Some(t) => tokio::spawn(tls::serve(listener, app, t)),
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "API server stopped");
-            }
-        }),
+        Some(t) => tokio::spawn(tls::serve(listener, app, t, limits, shared)),
+        None => tokio::spawn(listener::serve(listener, app, None, limits, shared)),
     };
     if let Some(mut rx) = p2p_rx {
         let h = handle.clone();

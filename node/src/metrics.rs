@@ -66,6 +66,10 @@ struct Inner {
     stale_messages: u64,
     jobs_submitted: u64,
     api_panics: u64,
+    /// API connections: open now; closed for being idle when full; refused (503) when full.
+    api_connections: usize,
+    api_connections_evicted: u64,
+    api_connections_refused: u64,
     executions_held: usize,
     /// Faults per (peer, kind); at most [`MAX_FAULTY_PEERS`] peers are named.
     peer_faults: BTreeMap<(String, &'static str), u64>,
@@ -157,6 +161,15 @@ impl Metrics {
         }
     }
 
+    /// The API's open connections now, and what the cap did: closed an idle one, refused one.
+    pub fn api_connections(&self, open: usize, evicted: u64, refused: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.api_connections = open;
+            m.api_connections_evicted += evicted;
+            m.api_connections_refused += refused;
+        }
+    }
+
     /// An API handler panicked (answered 500).
     pub fn api_panic(&self) {
         if let Ok(mut m) = self.inner.lock() {
@@ -235,6 +248,12 @@ impl Metrics {
         let _ = writeln!(out, "gadus_executions_held {}", m.executions_held);
         out.push_str("# HELP gadus_api_panics_total API requests whose handler panicked (answered 500).\n# TYPE gadus_api_panics_total counter\n");
         let _ = writeln!(out, "gadus_api_panics_total {}", m.api_panics);
+        out.push_str("# HELP gadus_api_connections Open API connections.\n# TYPE gadus_api_connections gauge\n");
+        let _ = writeln!(out, "gadus_api_connections {}", m.api_connections);
+        out.push_str("# HELP gadus_api_connections_evicted_total Idle API connections closed to make room (API.MaxConnections).\n# TYPE gadus_api_connections_evicted_total counter\n");
+        let _ = writeln!(out, "gadus_api_connections_evicted_total {}", m.api_connections_evicted);
+        out.push_str("# HELP gadus_api_connections_refused_total API connections answered 503 because every connection was busy.\n# TYPE gadus_api_connections_refused_total counter\n");
+        let _ = writeln!(out, "gadus_api_connections_refused_total {}", m.api_connections_refused);
         out.push_str("# HELP gadus_peer_faults_total Messages refused because the peer broke the protocol, by peer and kind.\n# TYPE gadus_peer_faults_total counter\n");
         for ((peer, kind), n) in &m.peer_faults {
             let _ = writeln!(out, "gadus_peer_faults_total{{peer=\"{peer}\",kind=\"{kind}\"}} {n}");

@@ -211,12 +211,22 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let fut = async move {
         // Read the body here, under the size limit: an oversized one is drained (up to a hard
         // cap) before answering 413, so the client sees the answer instead of a reset.
+        // The body's read is cut by the request timeout too: a client that trickles it
+        // cannot hold the request (and its connection's slot) for longer.
         let req = if streaming {
             req
         } else {
-            match limit_body(req, limit).await {
-                Ok(r) => r,
-                Err(resp) => return *resp,
+            match tokio::time::timeout(timeout, limit_body(req, limit)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(resp)) => return *resp,
+                Err(_) => {
+                    return ApiErr::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "TimeOut",
+                        format!("the request body did not arrive within {timeout:?}"),
+                    )
+                    .into_response();
+                }
             }
         };
         if let Err(e) = version_check {

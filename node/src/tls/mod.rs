@@ -9,7 +9,6 @@ pub mod acme;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -158,54 +157,24 @@ fn self_signed_files(data_dir: &Path, host: &str) -> Result<(PathBuf, PathBuf), 
     Ok((crt, key))
 }
 
-/// Serves `app` over TLS on `listener` until the task is aborted. A handshake that does not
-/// finish in 10 s is dropped, so idle sockets cannot hold the accept loop.
-/// With ACME, the certificate manager runs in the same task, so aborting it stops both.
-pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, tls: Tls) {
+/// Serves `app` over TLS on `listener` (through [`crate::listener`]) until the task is
+/// aborted. With ACME, the certificate manager runs in the same task, so aborting it stops both.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Tls,
+    limits: crate::listener::Limits,
+    shared: Arc<crate::runtime::Shared>,
+) {
     let acme = async move {
         match tls.acme {
             Some((manager, resolver, cached)) => manager.run(resolver, cached).await,
             None => std::future::pending().await,
         }
     };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
     tokio::select! {
-        () = accept_loop(listener, app, tls.config) => {}
+        () = crate::listener::serve(listener, app, Some(acceptor), limits, shared) => {}
         () = acme => {}
-    }
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    config: Arc<rustls::ServerConfig>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let (tcp, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, then go on accepting.
-                tracing::warn!(error = %e, "API accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            // A TLS-ALPN-01 validation connection ends with its handshake (RFC 8737 §3).
-            if stream.get_ref().1.alpn_protocol() == Some(acme::ACME_TLS_ALPN) {
-                return;
-            }
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-        });
     }
 }

@@ -64,7 +64,34 @@ impl Node {
 
     /// [`Node::start_in`] with extra environment variables.
     pub fn start_in_env(data_dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut child = Command::new(gadus_bin())
+        Self::start_limited(data_dir, port, extra, env, None)
+    }
+
+    /// Starts a node whose open-file limit (soft and hard) is `nofile`, as a small machine's.
+    pub fn start_with_file_limit(nofile: u64, extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Self::start_limited(&dir, 0, extra, &[], Some(nofile));
+        n._tmp = Some(tmp);
+        n
+    }
+
+    fn start_limited(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Node {
+        let mut command = match nofile {
+            None => Command::new(gadus_bin()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(gadus_bin());
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--api-host", "127.0.0.1", "--api-port", &port.to_string()])
