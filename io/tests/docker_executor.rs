@@ -22,7 +22,7 @@ use gadus_core::model::states::NetworkType;
 use gadus_core::model::{Job, Resources};
 use gadus_core::protocol::FailureKind;
 use gadus_io::executor::docker::{
-    DockerConfig, DockerError, DockerExecutor, LABEL_EXECUTION_ID, LABEL_JOB_ID, bench,
+    DockerConfig, DockerError, DockerExecutor, LABEL_EXECUTION_ID, LABEL_JOB_ID, bench, network,
 };
 use gadus_io::executor::{Executor, NoLogs, PreparedInput, Stream};
 use support::*;
@@ -218,14 +218,14 @@ async fn hardening_baseline_on_created_containers() {
     assert_eq!(info.config.unwrap().user.as_deref(), Some("65534:65534"));
     exec.cleanup(run.id()).await;
 
-    // When the node allows network, Bridge gets the bridge (and an interface besides lo).
+    // When the node allows network, Bridge gets the fenced job network (an interface besides lo).
     let mut run = Run::new(with_network(sh_job(IMAGE, "ls /sys/class/net"), NetworkType::Bridge));
     run.ctx.allow_network = true;
     exec.prepare(&run.ctx).await.unwrap();
     let out = exec.run(&run.ctx, Arc::new(NoLogs)).await.unwrap();
     assert!(out.stdout.contains("eth0"), "{out:?}");
     let hc = inspect(exec.docker(), &run.name()).await.unwrap().host_config.unwrap();
-    assert_eq!(hc.network_mode.as_deref(), Some("bridge"));
+    assert_eq!(hc.network_mode.as_deref(), Some(network::JOB_NETWORK));
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
     exec.cleanup(run.id()).await;
 }
@@ -626,4 +626,45 @@ async fn connecting_to_a_dead_engine_fails_clearly() {
     .unwrap_err();
     assert!(matches!(err, DockerError::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains("does not answer"), "{err}");
+}
+
+/// Issue 13, item 3: a networked job (`Full`, `Host`, `HTTP`, `Bridge` alike) runs on the
+/// fenced job network: it has an interface and a default route, but no address of the node
+/// answers it. A canary listens on every address of the host; the test first reaches it
+/// itself through the same addresses, so "blocked" means fenced, not "nothing there".
+/// (Before: `Full` was the host's network, where the job reached 127.0.0.1 of the node, and
+/// `Bridge`/`HTTP` reached the node through Docker's gateway.)
+#[tokio::test]
+async fn networked_jobs_cannot_reach_the_node() {
+    let Some(exec) = executor().await else { return };
+    let canary = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = canary.local_addr().unwrap().port();
+    let docker0 = "172.17.0.1";
+    for host in ["127.0.0.1", docker0] {
+        std::net::TcpStream::connect_timeout(
+            &format!("{host}:{port}").parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap_or_else(|e| panic!("the canary is not reachable on {host}: {e}"));
+    }
+    let script = format!(
+        "ls /sys/class/net; ip route | grep -q '^default' && echo ROUTE; \
+         gw=$(ip route | awk '/^default/ {{print $3}}'); \
+         for a in $gw {docker0} 169.254.169.254; do \
+           if nc -w 2 $a {port} </dev/null; then echo REACHED $a; else echo BLOCKED $a; fi; \
+         done"
+    );
+    for kind in [NetworkType::Full, NetworkType::Host] {
+        let mut run = Run::new(with_network(sh_job(IMAGE, &script), kind));
+        run.ctx.allow_network = true;
+        exec.prepare(&run.ctx).await.unwrap();
+        let out = exec.run(&run.ctx, Arc::new(NoLogs)).await.unwrap();
+        println!("{kind:?}: {}", out.stdout);
+        assert!(out.stdout.contains("eth0") && out.stdout.contains("ROUTE"), "{out:?}");
+        assert!(!out.stdout.contains("REACHED"), "{kind:?} reached the node: {}", out.stdout);
+        assert_eq!(out.stdout.matches("BLOCKED").count(), 3, "{}", out.stdout);
+        let hc = inspect(exec.docker(), &run.name()).await.unwrap().host_config.unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some(network::JOB_NETWORK));
+        exec.cleanup(run.id()).await;
+    }
 }

@@ -60,6 +60,7 @@ use super::{ExecutionContext, Executor, LogSink, NoLogs, RunOutput, Stream, fail
 
 pub mod bench;
 pub mod gpu;
+pub mod network;
 pub mod output;
 pub mod plan;
 pub mod testimage;
@@ -179,6 +180,8 @@ pub struct DockerExecutor {
     host: HostFacts,
     engine_version: String,
     execs: Mutex<HashMap<String, ExecState>>,
+    /// Whether the fenced job network is set up (see [`network`]); set once it is.
+    job_network_ready: tokio::sync::Mutex<bool>,
 }
 
 impl std::fmt::Debug for DockerExecutor {
@@ -348,6 +351,7 @@ impl DockerExecutor {
             engine_version: info.server_version.unwrap_or_default(),
             config,
             execs: Mutex::new(HashMap::new()),
+            job_network_ready: tokio::sync::Mutex::new(false),
         })
     }
 
@@ -906,6 +910,21 @@ impl DockerExecutor {
         Ok(())
     }
 
+    /// Sets up the fenced job network once (later calls return at once).
+    async fn ensure_job_network(&self) -> Result<(), ExecFailure> {
+        let mut ready = self.job_network_ready.lock().await;
+        if !*ready {
+            network::ensure(&self.docker).await.map_err(|e| {
+                failure(
+                    FailureKind::Internal,
+                    format!("this node cannot give networked jobs a network fenced off from the node ({e}); its operator can refuse such jobs with JobAdmissionControl.RejectNetworkedJobs=true"),
+                )
+            })?;
+            *ready = true;
+        }
+        Ok(())
+    }
+
     /// Starts a created container, honouring a cancel that raced the creation.
     async fn start(&self, ctx: &ExecutionContext, name: &str) -> Result<(), ExecFailure> {
         if self.is_cancelled(&ctx.execution_id) {
@@ -961,6 +980,15 @@ impl Executor for DockerExecutor {
             .map_err(|e| no_output(internal("creating the result folders", e)))?;
         self.execs().entry(ctx.execution_id.clone()).or_default();
         self.create_input_volumes(ctx, &plan.volumes).await.map_err(no_output)?;
+        let networked = plan
+            .body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            .is_some_and(|m| m == network::JOB_NETWORK);
+        if networked {
+            self.ensure_job_network().await.map_err(no_output)?;
+        }
 
         let opts = CreateContainerOptionsBuilder::default().name(&plan.name).build();
         if let Err(e) = self.docker.create_container(Some(opts), plan.body).await {

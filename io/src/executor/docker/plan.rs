@@ -6,7 +6,8 @@
 //! Docker engine; the integration tests then assert the same fields on real containers.
 //!
 //! Baseline, for every container:
-//! - no network (`NetworkMode: none`) unless the task asks for one *and* the node allows it;
+//! - no network (`NetworkMode: none`) unless the task asks for one *and* the node allows it,
+//!   and then the fenced job network, never the host's;
 //! - `CapDrop: [ALL]`, `SecurityOpt: [no-new-privileges]`, not privileged, private IPC, the
 //!   default seccomp/AppArmor profiles untouched;
 //! - read-only root filesystem, `/tmp` a size-capped `noexec,nosuid,nodev` tmpfs;
@@ -160,15 +161,14 @@ pub fn environment(task: &Task, spec: &DockerEngineSpec, ctx: &ExecutionContext)
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// The Docker network mode: none unless the task asks for network and the node allows it.
+/// The Docker network mode: none unless the task asks for network and the node allows it,
+/// and then the fenced job network ([`super::network`]) whatever the type: never the host's
+/// network (its loopback is the node's) nor Docker's default bridge (its gateway is the node).
 pub fn network_mode(network: NetworkType, allow_network: bool) -> &'static str {
     if !(network.is_networked() && allow_network) {
         return "none";
     }
-    match network {
-        NetworkType::Host | NetworkType::Full => "host",
-        _ => "bridge",
-    }
+    super::network::JOB_NETWORK
 }
 
 /// Whether a `USER` value names root (`root`, `0`, `0:<group>`, `root:<group>`).
@@ -567,8 +567,7 @@ mod tests {
                         tmp.contains("noexec") && tmp.contains("nosuid") && tmp.contains("size=")
                     );
                     let expected_net = match (allow, network) {
-                        (true, NetworkType::Host | NetworkType::Full) => "host",
-                        (true, NetworkType::Http | NetworkType::Bridge) => "bridge",
+                        (true, n) if n.is_networked() => super::super::network::JOB_NETWORK,
                         _ => "none",
                     };
                     assert_eq!(
