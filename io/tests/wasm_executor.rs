@@ -1087,3 +1087,36 @@ fn shipped_example_modules_match_their_sources() {
         );
     }
 }
+
+/// Issue 13, item 2: a print loop (2.8 GB per 2 s attempt before) is capped like Docker's
+/// output: the result file keeps exactly the limit, the guest's next write fails (EFBIG) and
+/// the run fails as the task's fault, saying which limit it crossed, long before its deadline.
+#[tokio::test]
+async fn a_print_loop_is_stopped_at_the_output_limit() {
+    // 1 KiB of 'x' per write, forever; a failed write ends the module with an unreachable.
+    let wasm = module(
+        &[],
+        "(memory.fill (i32.const 4096) (i32.const 120) (i32.const 1024))
+         (loop $forever
+           (br_if $forever (i32.eqz (call $write (i32.const 1) (i32.const 4096) (i32.const 1024)))))
+         (unreachable)",
+    );
+    let mut f = Fixture::with_entry(&wasm);
+    f.deadline = Some(Duration::from_secs(60));
+    let exec = WasmExecutor::new(WasmConfig {
+        max_output_file_bytes: 1 << 20,
+        fuel_per_core_second: u64::MAX / 4,
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let (result, _) = run_with(&exec, &f).await;
+    let (failure, _) = expect_err(result);
+    assert_eq!(failure.kind, FailureKind::TaskFailed, "{failure:?}");
+    assert!(
+        failure.message.contains("stdout exceeded the node's output limit of 1048576 bytes"),
+        "{failure:?}"
+    );
+    let kept = std::fs::metadata(f.results().join("stdout")).unwrap().len();
+    assert_eq!(kept, 1 << 20, "the file keeps exactly the limit");
+    assert!(started.elapsed() < Duration::from_secs(30), "stopped by the limit, not the deadline");
+}

@@ -22,8 +22,13 @@ pub struct LogHub {
     inner: Arc<Mutex<BTreeMap<String, broadcast::Sender<Chunk>>>>,
 }
 
-/// How many chunks a slow follower may lag before it misses some.
-const BUFFER: usize = 4096;
+/// How many chunks a slow follower may lag before it misses some. With chunks of at most
+/// [`MAX_CHUNK`] bytes, what the node holds for one execution's followers is bounded (16 MiB)
+/// however fast the task prints.
+const BUFFER: usize = 1024;
+
+/// Largest chunk published: bigger writes are split.
+const MAX_CHUNK: usize = 16 * 1024;
 
 impl LogHub {
     /// Opens the channel for a starting execution.
@@ -37,7 +42,9 @@ impl LogHub {
     pub fn write(&self, id: &str, stream: Stream, bytes: &[u8]) {
         let sender = self.inner.lock().ok().and_then(|m| m.get(id).cloned());
         if let Some(tx) = sender {
-            let _ = tx.send(Chunk { stream, data: Arc::from(bytes) });
+            for piece in bytes.chunks(MAX_CHUNK) {
+                let _ = tx.send(Chunk { stream, data: Arc::from(piece) });
+            }
         }
     }
 

@@ -111,6 +111,9 @@ pub struct WasmConfig {
     /// How long `run` waits past the deadline for the run thread to notice it before giving
     /// up on it (only a host call that blocks for long could make that happen).
     pub stop_grace: Duration,
+    /// Most bytes of stdout (and of stderr) kept in the result files, as Docker's executor;
+    /// a guest that writes more gets write errors and its run fails.
+    pub max_output_file_bytes: u64,
 }
 
 impl Default for WasmConfig {
@@ -124,6 +127,7 @@ impl Default for WasmConfig {
             max_recursion_depth: 10_000,
             max_value_stack_bytes: 8 * 1024 * 1024,
             stop_grace: Duration::from_secs(2),
+            max_output_file_bytes: 1 << 30,
         }
     }
 }
@@ -485,6 +489,7 @@ impl Executor for WasmExecutor {
         let stdout = Capture::to_file(
             &ctx.results_dir.join("stdout"),
             ctx.output_limits.stdout,
+            self.config.max_output_file_bytes,
             Stream::Stdout,
             logs.clone(),
         )
@@ -492,6 +497,7 @@ impl Executor for WasmExecutor {
         let stderr = Capture::to_file(
             &ctx.results_dir.join("stderr"),
             ctx.output_limits.stderr,
+            self.config.max_output_file_bytes,
             Stream::Stderr,
             logs,
         )
@@ -555,6 +561,21 @@ impl Executor for WasmExecutor {
             )),
         };
 
+        // Writing past the output cap is the task's fault, whatever it did after the error.
+        let over = [("stdout", &stdout), ("stderr", &stderr)]
+            .into_iter()
+            .find_map(|(name, c)| c.over_limit().map(|o| (name, o)));
+        let ending = match (ending, over) {
+            (Ending::Failed(f), _) if f.kind != FailureKind::TaskFailed => Ending::Failed(f),
+            (_, Some((name, o))) => Ending::Failed(failure(
+                FailureKind::TaskFailed,
+                format!(
+                    "{name} exceeded the node's output limit of {} bytes (the result file keeps the first {} bytes)",
+                    o.cap, o.cap
+                ),
+            )),
+            (ending, None) => ending,
+        };
         let exit_code = match &ending {
             Ending::Exited(code) => i64::from(*code),
             Ending::Failed(_) => 1,

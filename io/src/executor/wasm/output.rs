@@ -29,6 +29,16 @@ struct State {
     /// The first error writing the file: the run then fails as `Internal` (a truncated result
     /// file must not be published as if complete).
     error: Option<String>,
+    /// Bytes the guest wrote, and the most the file may hold.
+    total: u64,
+    file_cap: u64,
+}
+
+/// The guest wrote more than the node allows: its writes fail from then on, and the run fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OverLimit {
+    /// The limit, in bytes.
+    pub cap: u64,
 }
 
 /// One captured stream, shared between the guest's WASI pipe and the executor.
@@ -40,10 +50,12 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
-    /// Captures into `path` (created or truncated), keeping `inline_limit` bytes in memory.
+    /// Captures into `path` (created or truncated), keeping `inline_limit` bytes in memory
+    /// and at most `file_cap` bytes in the file.
     pub(crate) fn to_file(
         path: &Path,
         inline_limit: usize,
+        file_cap: u64,
         stream: Stream,
         sink: Arc<dyn LogSink>,
     ) -> io::Result<Self> {
@@ -51,6 +63,7 @@ impl Capture {
         Ok(Self::new(
             Some(BufWriter::new(file)),
             inline_limit.saturating_add(UTF8_SLACK),
+            file_cap,
             stream,
             sink,
         ))
@@ -58,12 +71,13 @@ impl Capture {
 
     /// Captures up to `cap` bytes in memory only.
     pub(crate) fn in_memory(cap: usize, stream: Stream, sink: Arc<dyn LogSink>) -> Self {
-        Self::new(None, cap, stream, sink)
+        Self::new(None, cap, u64::MAX, stream, sink)
     }
 
     fn new(
         file: Option<BufWriter<File>>,
         prefix_cap: usize,
+        file_cap: u64,
         stream: Stream,
         sink: Arc<dyn LogSink>,
     ) -> Self {
@@ -73,6 +87,8 @@ impl Capture {
                 prefix: Vec::new(),
                 prefix_cap,
                 error: None,
+                total: 0,
+                file_cap,
             })),
             stream,
             sink,
@@ -106,9 +122,28 @@ impl Capture {
         self.lock().prefix.clone()
     }
 
+    /// Whether the guest wrote more than the file may hold.
+    pub(crate) fn over_limit(&self) -> Option<OverLimit> {
+        let state = self.lock();
+        (state.total > state.file_cap).then_some(OverLimit { cap: state.file_cap })
+    }
+
     fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         {
             let mut state = self.lock();
+            // Past the cap the file keeps exactly `file_cap` bytes and every later write fails
+            // (EFBIG to the guest), so a print loop stops instead of filling the node's disk
+            // and the log followers' buffers.
+            let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+            let room = state.file_cap.saturating_sub(state.total);
+            state.total = state.total.saturating_add(len);
+            if len > room {
+                let keep = usize::try_from(room).unwrap_or(usize::MAX);
+                if let Some(f) = state.file.as_mut() {
+                    let _ = f.write_all(&buf[..keep]);
+                }
+                return Err(io::Error::from_raw_os_error(rustix::io::Errno::FBIG.raw_os_error()));
+            }
             if let Some(Err(e)) = state.file.as_mut().map(|f| f.write_all(buf)) {
                 state.error.get_or_insert_with(|| e.to_string());
                 return Err(e);
