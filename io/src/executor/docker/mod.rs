@@ -307,6 +307,59 @@ struct Finished {
     oom: bool,
 }
 
+/// How often a running task's disk use is measured against `Resources.Disk`: a task writing
+/// at full speed can overshoot the limit by what it writes in this time before it is killed.
+const DISK_POLL: Duration = Duration::from_millis(250);
+
+/// Files and folders a task may create in its results before it is stopped: each costs an
+/// inode and a walk, whatever its size.
+const MAX_RESULT_ENTRIES: u64 = 1_000_000;
+
+/// What a task has written under its results folder.
+#[derive(Clone, Copy, Debug)]
+struct DiskUsage {
+    /// Allocated bytes (blocks, so sparse files count what they really use).
+    bytes: u64,
+    /// Files, folders and links.
+    entries: u64,
+}
+
+/// Walks `dir` without following links; stops counting past [`MAX_RESULT_ENTRIES`].
+fn disk_usage(dir: &Path) -> DiskUsage {
+    use std::os::unix::fs::MetadataExt;
+    let mut used = DiskUsage { bytes: 0, entries: 0 };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            used.entries += 1;
+            if used.entries > MAX_RESULT_ENTRIES {
+                return used;
+            }
+            let Ok(m) = e.path().symlink_metadata() else { continue };
+            used.bytes = used.bytes.saturating_add(m.blocks().saturating_mul(512));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    used
+}
+
+/// Removes everything under `dir` but the captured `stdout` and `stderr`.
+fn remove_written(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name == "stdout" || name == "stderr" {
+            continue;
+        }
+        let path = e.path();
+        let is_dir = path.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false);
+        let _ = if is_dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+    }
+}
+
 enum Kill {
     Killed,
     NotRunning,
@@ -678,6 +731,7 @@ impl DockerExecutor {
         deadline: Option<Instant>,
     ) -> Result<Finished, (ExecFailure, Option<RunOutput>)> {
         let cap = self.config.max_output_file_bytes;
+        let mut disk_over: Option<DiskUsage> = None;
         let io_failure = |e: std::io::Error| internal("writing the result files", e);
         let mut collector = Collector::create(&ctx.results_dir, ctx.output_limits, logs, cap)
             .await
@@ -688,10 +742,26 @@ impl DockerExecutor {
             let waiter = self.wait_exit(container, deadline);
             tokio::pin!(pump, waiter);
             let mut pumped = None;
+            // Resources.Disk: what the task wrote (result paths and its output files) is
+            // measured every DISK_POLL; past the limit the container is killed. The root
+            // filesystem is read-only and /tmp a size-capped tmpfs, so nothing else grows.
+            let disk_limit = ctx.resources.disk;
+            let mut poll = tokio::time::interval(DISK_POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let exit = loop {
                 tokio::select! {
                     exit = &mut waiter => break exit,
                     r = &mut pump, if pumped.is_none() => pumped = Some(r),
+                    _ = poll.tick(), if disk_limit > 0 && disk_over.is_none() => {
+                        let dir = ctx.results_dir.clone();
+                        let used = tokio::task::spawn_blocking(move || disk_usage(&dir))
+                            .await
+                            .unwrap_or(DiskUsage { bytes: 0, entries: 0 });
+                        if used.bytes > disk_limit || used.entries > MAX_RESULT_ENTRIES {
+                            disk_over = Some(used);
+                            let _ = self.kill(container).await;
+                        }
+                    }
                 }
             };
             if pumped.is_none() && exit.is_ok() {
@@ -706,6 +776,23 @@ impl DockerExecutor {
             (exit, pumped)
         };
         let mut captured = collector.finish().await.map_err(|e| no_output(io_failure(e)))?;
+        if let Some(used) = disk_over {
+            // What the task wrote goes at once (its stdout and stderr, capped, stay for the
+            // error): a job over its disk limit must not keep the node's disk.
+            remove_written(&ctx.results_dir);
+            let out = captured.run_output(-1, ctx.output_limits);
+            let msg = if used.entries > MAX_RESULT_ENTRIES {
+                format!("disk limit exceeded (wrote more than {MAX_RESULT_ENTRIES} files)")
+            } else {
+                format!(
+                    "disk limit exceeded (wrote {} of {} bytes); the task was killed and what it wrote removed",
+                    used.bytes, ctx.resources.disk
+                )
+            };
+            let mut out = out;
+            out.error_msg = msg.clone();
+            return Err((failure(FailureKind::TaskFailed, msg), Some(out)));
+        }
         let exit = match exit {
             Ok(exit) => exit,
             Err(f) => {
