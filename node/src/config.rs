@@ -66,6 +66,11 @@ pub struct ApiConfig {
     /// gadus's: how long a connection may take to send a request's headers, and how long it
     /// may sit idle between requests (HTTP/1), before it is closed. TLS handshakes get as long.
     pub header_timeout: String,
+    /// gadus's: writes (PUT, POST, DELETE, ...) a second per client address, with twice that
+    /// as burst; more get 429 with Retry-After. 0 = no limit.
+    pub writes_per_second: u32,
+    /// gadus's: client ranges (CIDR) whose writes are not limited; loopback by default.
+    pub rate_limit_exempt: Vec<String>,
     /// Authentication methods and the access policy.
     pub auth: AuthSection,
     /// TLS for the API.
@@ -430,6 +435,8 @@ impl Default for ApiConfig {
             request_timeout: "30s".into(),
             max_connections: 4096,
             header_timeout: "10s".into(),
+            writes_per_second: 50,
+            rate_limit_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
             auth: AuthSection::default(),
             tls: TlsSection::default(),
         }
@@ -836,6 +843,9 @@ impl NodeConfig {
                     return Err(bad(&key, format!("{v:?} is over the limit of {max} s")));
                 }
             }
+        }
+        for c in &self.api.rate_limit_exempt {
+            crate::api::ratelimit::Cidr::parse(c).map_err(|e| bad("API.RateLimitExempt", e))?;
         }
         for id in &self.compute.allowed_orchestrators {
             gadus_core::model::ident::check(gadus_core::model::ident::IdKind::Node, id)

@@ -505,6 +505,10 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         }
     }
 
+    let write_limiter = Arc::new(
+        api::ratelimit::WriteLimiter::new(cfg.api.writes_per_second, &cfg.api.rate_limit_exempt)
+            .map_err(|e| StartError::Config(format!("API.RateLimitExempt: {e}")))?,
+    );
     let state = api::AppState {
         node: handle.clone(),
         config: Arc::new(cfg),
@@ -514,6 +518,7 @@ pub async fn start(cfg: NodeConfig, opts: StartOptions) -> Result<RunningNode, S
         data_dir: data_dir.clone(),
         content_sources: Some(storage.sources.clone()),
         auth,
+        write_limiter,
     };
     let app = api::router(state);
     let tls_info = tls.as_ref().map(|t| t.describe.clone());

@@ -143,7 +143,7 @@ pub async fn serve(
 ) {
     let table = Arc::new(Mutex::new(Table::default()));
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: wait, then go on accepting.
@@ -166,7 +166,7 @@ pub async fn serve(
             };
             let served = async {
                 match tls {
-                    None => connection(tcp, false, app, in_flight, timeout).await,
+                    None => connection(tcp, peer, false, app, in_flight, timeout).await,
                     Some(acceptor) => {
                         let Ok(Ok(stream)) =
                             tokio::time::timeout(timeout, acceptor.accept(tcp)).await
@@ -179,7 +179,7 @@ pub async fn serve(
                             return;
                         }
                         let h2 = alpn == Some(b"h2");
-                        connection(stream, h2, app, in_flight, timeout).await;
+                        connection(stream, peer, h2, app, in_flight, timeout).await;
                     }
                 }
             };
@@ -195,6 +195,7 @@ pub async fn serve(
 /// Serves one connection's requests, counting those in flight.
 async fn connection<I>(
     io: I,
+    peer: std::net::SocketAddr,
     h2: bool,
     app: axum::Router,
     in_flight: Arc<AtomicUsize>,
@@ -202,22 +203,24 @@ async fn connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let guard = InFlight::start(&in_flight);
-        let app = app.clone();
-        async move {
-            use tower::ServiceExt;
-            let resp = app.oneshot(req.map(Body::new)).await?;
-            // The guard lives as long as the response body: hyper drops the body when it has
-            // been sent or the connection ends.
-            Ok::<_, std::convert::Infallible>(resp.map(|b| {
-                Body::new(b.map_frame(move |f| {
-                    let _alive = &guard;
-                    f
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let guard = InFlight::start(&in_flight);
+            req.extensions_mut().insert(crate::api::ClientAddr(peer));
+            let app = app.clone();
+            async move {
+                use tower::ServiceExt;
+                let resp = app.oneshot(req.map(Body::new)).await?;
+                // The guard lives as long as the response body: hyper drops the body when it has
+                // been sent or the connection ends.
+                Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                    Body::new(b.map_frame(move |f| {
+                        let _alive = &guard;
+                        f
+                    }))
                 }))
-            }))
-        }
-    });
+            }
+        });
     // hyper's own builders, not hyper-util's auto one: that one first reads the protocol
     // preface with no timer at all, which a silent socket would hold forever.
     let io = TokioIo::new(io);

@@ -136,3 +136,39 @@ async fn when_every_connection_is_busy_a_newcomer_gets_a_503_and_then_is_served(
     }
     assert!(metric(&node, "gadus_api_connections_refused_total").await >= 1.0);
 }
+
+/// Writes are limited per client address (`API.WritesPerSecond`, twice that as burst): past
+/// it a client gets 429 in Bacalhau's shape with Retry-After, its reads still work, and after
+/// the wait its writes do again. Loopback is exempt by default (`API.RateLimitExempt`), so
+/// this node clears the list to be limited on loopback.
+#[tokio::test]
+async fn writes_past_the_rate_limit_get_429_and_reads_do_not() {
+    let delete = |node: &Node| {
+        let url = node.url("/api/v1/orchestrator/jobs/no-such-job");
+        async move { http().delete(url).send().await.unwrap() }
+    };
+    let node = Node::start(&["-c", "API.WritesPerSecond=2", "-c", "API.RateLimitExempt="]);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(delete(&node).await.status().as_u16());
+    }
+    assert!(statuses[..4].iter().all(|s| *s != 429), "the burst of 4 passes: {statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let resp = delete(&node).await;
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["Code"], "TooManyRequests", "{v}");
+    assert!(v["Message"].as_str().unwrap().contains("API.WritesPerSecond"), "{v}");
+    let read = http().get(node.url("/api/v1/orchestrator/jobs")).send().await.unwrap();
+    assert_eq!(read.status(), 200, "reads are not limited");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    assert_ne!(delete(&node).await.status(), 429, "a token came back");
+
+    // The default exempts loopback: the same burst is never limited.
+    let node = Node::start(&["-c", "API.WritesPerSecond=2"]);
+    for _ in 0..10 {
+        assert_ne!(delete(&node).await.status(), 429);
+    }
+}

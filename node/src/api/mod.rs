@@ -10,6 +10,7 @@ mod data;
 mod jobs;
 mod logs;
 mod nodes;
+pub mod ratelimit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +46,13 @@ pub struct AppState {
     pub content_sources: Option<Arc<gadus_io::storage::ipfs::ContentSources>>,
     /// Who may do what (`API.Auth.*`).
     pub auth: Arc<crate::auth::Auth>,
+    /// Per-client write limits (`API.WritesPerSecond`).
+    pub write_limiter: Arc<ratelimit::WriteLimiter>,
 }
+
+/// The client's address, set by the accept loop ([`crate::listener`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -205,6 +212,38 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let timeout = crate::config::parse_duration(&s.config.api.request_timeout)
         .unwrap_or(Duration::from_secs(30));
     let version_check = check_client_version(&req);
+    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if is_write
+        && let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>().copied()
+        && let Err(wait) = s.write_limiter.admit(addr.ip(), Instant::now())
+    {
+        let secs = wait.as_secs().max(1);
+        let mut resp = REQUEST_ID
+            .scope(
+                id.clone(),
+                async {
+                    ApiErr::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        format!(
+                            "more than {} writes a second from {} (API.WritesPerSecond); retry in {secs}s",
+                            s.config.api.writes_per_second,
+                            addr.ip()
+                        ),
+                    )
+                    .into_response()
+                },
+            )
+            .await;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        s.node.shared.metrics.api(&method, &route, 429, started.elapsed());
+        return resp;
+    }
     let limit = s.config.api.max_body_bytes;
     let auth = s.auth.clone();
     let store = s.node.shared.store.clone();

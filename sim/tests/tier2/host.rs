@@ -135,6 +135,10 @@ pub async fn boot(spec: HostSpec, boot: u64, rec: Recorder) -> turmoil::Result {
             gadus_node::auth_from_config(&gadus_node::NodeConfig::default(), &id, &spec.dir)
                 .expect("default auth"),
         ),
+        // No client addresses on turmoil's network: writes are not rate limited here.
+        write_limiter: Arc::new(
+            gadus_node::api::ratelimit::WriteLimiter::new(0, &[]).expect("no ranges"),
+        ),
     };
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", API_PORT)).await?;
     axum::serve(ApiListener(listener), gadus_node::api::router(state)).await?;
