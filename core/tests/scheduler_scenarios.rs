@@ -921,3 +921,36 @@ fn silent_node_is_disconnected_after_timeout() {
         "it comes back"
     );
 }
+
+/// Issue 13, item 1: a burst of jobs on a node that fits four at a time. The orchestrator
+/// must count the capacity it has promised until the node's heartbeat shows it taken (a
+/// heartbeat sent before the node saw the bids used to wipe that count, so it placed more than
+/// fit, the node refused, and each refused job waited out a back-off with a new execution):
+/// every job runs exactly once and the node never refuses for capacity.
+#[test]
+fn a_burst_places_only_what_fits_and_runs_each_job_once() {
+    let mut c = Cluster::with(
+        1,
+        |o| o.defaults.queue_timeout = 3600,
+        |n| n.heartbeat_interval = std::time::Duration::from_millis(30),
+    );
+    c.latency = std::time::Duration::from_millis(20);
+    c.behavior("n-1").run = std::time::Duration::from_millis(200);
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(c.submit(&job_yaml("batch", "", "    Resources: {CPU: '1'}\n")));
+        c.run_for(std::time::Duration::from_millis(7));
+    }
+    for id in &ids {
+        assert_eq!(
+            c.wait_terminal(id, secs(600)),
+            JobStateType::Completed,
+            "{}",
+            c.history_text(id)
+        );
+    }
+    let per_job: Vec<usize> = ids.iter().map(|id| c.execs(id).len()).collect();
+    let refused = ids.iter().filter(|id| c.history_text(id).contains("declined the bid")).count();
+    assert_eq!(refused, 0, "bids refused for capacity; executions per job: {per_job:?}");
+    assert!(per_job.iter().all(|n| *n == 1), "executions per job: {per_job:?}");
+}

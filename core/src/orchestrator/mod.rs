@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use state::{End, ExecRecord, JobRecord, NodeRecord, Record};
-use state::{JobRec, NodeRec};
+use state::{JobRec, NodeRec, Promise};
 
 use crate::model::history::topics;
 use crate::model::{
@@ -135,6 +135,8 @@ pub struct OrchestratorConfig {
     /// node should have stopped it.
     pub exec_timeout_grace: Duration,
     /// A node may be offered up to this multiple of its capacity (queued bids included).
+    /// 1.0 by default: compute nodes keep no local queue, so anything beyond what fits is
+    /// refused, and a refused job used to wait out a back-off with a new execution each time.
     pub oversubscription: f64,
     /// New nodes start PENDING instead of APPROVED.
     pub manual_approval: bool,
@@ -159,7 +161,7 @@ impl OrchestratorConfig {
             busy_queue_timeout: Duration::from_secs(600),
             retry: RetryPolicy::default(),
             exec_timeout_grace: Duration::from_secs(30),
-            oversubscription: 1.5,
+            oversubscription: 1.0,
             manual_approval: false,
             rank_jitter: 5,
             placement_sample: 4,
@@ -790,7 +792,8 @@ impl Orchestrator {
                         max,
                         max_job,
                         queued: Resources::default(),
-                        reserved_since_hb: Resources::default(),
+                        promised: BTreeMap::new(),
+                        hb_clock: NodeClock::default(),
                         last_seen: now,
                         liveness_at: None,
                         clock,
@@ -828,7 +831,7 @@ impl Orchestrator {
             let before = node.available.clone();
             node.available = hb.available.into();
             node.queued = hb.queued.into();
-            node.reserved_since_hb = Resources::default();
+            node.settle(clock);
             node.state.info.compute_node_info.available_capacity = node.available.clone();
             node.state.info.compute_node_info.queue_capacity = node.queued.clone();
             node.state.info.compute_node_info.running_executions = i64::from(hb.running);
@@ -931,6 +934,14 @@ impl Orchestrator {
         e.bid_deadline = None;
         let job_id = e.execution.job_id.clone();
         let direct = !e.needs_approval;
+        if accepted && let Some(n) = self.nodes.get_mut(from) {
+            // Settled at once when the node's latest heartbeat is newer than its answer.
+            if clock <= n.hb_clock {
+                n.promised.remove(&id);
+            } else if let Some(p) = n.promised.get_mut(&id) {
+                p.accepted_at = Some(clock);
+            }
+        }
         if accepted {
             if direct {
                 self.set_exec_state(
@@ -1467,12 +1478,19 @@ impl Orchestrator {
         e.bid_deadline = None;
         let job_id = e.execution.job_id.clone();
         let node_id = e.execution.node_id.clone();
-        // Whatever this execution reserved on its node (in our estimate) is free again, and
-        // jobs waiting for capacity may fit now.
+        // Whatever this execution held on its node is free again, and jobs waiting for
+        // capacity may fit now: a promise not yet settled is dropped; capacity the node's
+        // figures show taken is given back when the node itself reported the end (it released
+        // it then; a heartbeat sent before that report is older than it and is ignored).
         if let Some(r) = self.jobs.get(&job_id).map(|j| j.resources.clone())
             && let Some(n) = self.nodes.get_mut(&node_id)
+            && n.promised.remove(id).is_none()
+            && matches!(end, End::Completed | End::Failed)
         {
-            n.reserved_since_hb = n.reserved_since_hb.sub(&r);
+            n.available = n.available.add(&r);
+            if !n.available.fits_in(&n.max) {
+                n.available = n.max.clone();
+            }
         }
         self.trigger_queued(now);
         self.set_exec_state(now, id, state, Some(ExecutionDesiredStateType::Stopped), message);
@@ -1591,7 +1609,9 @@ impl Orchestrator {
         self.execs.insert(exec_id.clone(), Arc::new(rec));
         if let Some(n) = self.nodes.get_mut(node_id) {
             n.live_execs.insert(exec_id.clone());
-            n.reserved_since_hb = n.reserved_since_hb.add(&resources);
+            let promise = Promise { resources: resources.clone(), accepted_at: None };
+            let before = n.promised.insert(exec_id.clone(), promise);
+            debug_assert!(before.is_none(), "a new execution has no promise yet");
         }
         self.stats.executions_created += 1;
         self.persist_job(job_id);
@@ -1689,7 +1709,8 @@ impl Orchestrator {
                         available: max.clone(),
                         max,
                         queued: Resources::default(),
-                        reserved_since_hb: Resources::default(),
+                        promised: BTreeMap::new(),
+                        hb_clock: NodeClock::default(),
                         last_seen: now,
                         liveness_at: Some(now + o.cfg.disconnect_timeout),
                         clock: NodeClock::default(),

@@ -139,7 +139,7 @@ fn assess_load(
         return passing("disconnected".into());
     }
     let labels = &node.state.info.labels;
-    let used = node.max.sub(&node.available).add(&node.queued).add(&node.reserved_since_hb);
+    let used = node.max.sub(&node.available).add(&node.queued).add(&node.promised_total());
     if !used.add(&job.resources).fits_in(&node.max.scale(p.oversubscription)) {
         return passing(format!(
             "not enough capacity: job needs {}, node has {} available",

@@ -1,6 +1,6 @@
 //! What the orchestrator keeps per job, execution and node, and what it persists.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -177,8 +177,13 @@ pub(crate) struct NodeRec {
     pub max_job: Resources,
     pub available: Resources,
     pub queued: Resources,
-    /// Resources of executions placed here since the last heartbeat (optimistic accounting).
-    pub reserved_since_hb: Resources,
+    /// Capacity this orchestrator has promised here that the node's latest heartbeat does not
+    /// show taken yet, by execution: bids not yet answered, and accepted bids the node
+    /// answered after that heartbeat. A heartbeat only settles what it has seen (by the node's
+    /// message clock), so a burst never places more than fits.
+    pub promised: BTreeMap<String, Promise>,
+    /// The clock of the heartbeat `available` and `queued` come from.
+    pub hb_clock: NodeClock,
     pub last_seen: Timestamp,
     /// When the armed liveness check fires (one per node, re-armed lazily).
     pub liveness_at: Option<Timestamp>,
@@ -186,7 +191,28 @@ pub(crate) struct NodeRec {
     pub live_execs: BTreeSet<String>,
 }
 
+/// One execution's promised capacity on a node.
+#[derive(Clone, Debug)]
+pub(crate) struct Promise {
+    pub resources: Resources,
+    /// When the node accepted the bid (its message clock); `None` until it has.
+    pub accepted_at: Option<NodeClock>,
+}
+
 impl NodeRec {
+    /// Capacity promised here and not yet in the node's figures.
+    pub fn promised_total(&self) -> Resources {
+        self.promised.values().fold(Resources::default(), |sum, p| sum.add(&p.resources))
+    }
+
+    /// A heartbeat at `clock` shows every bid the node accepted before it: those promises are
+    /// settled (in its `available`) and dropped; unanswered bids stay promised.
+    pub fn settle(&mut self, clock: NodeClock) {
+        debug_assert!(clock >= self.hb_clock, "heartbeats are applied in clock order");
+        self.hb_clock = clock;
+        self.promised.retain(|_, p| p.accepted_at.is_none_or(|at| at > clock));
+    }
+
     pub fn is_schedulable(&self) -> bool {
         self.state.connection == NodeConnection::Connected
             && self.state.membership == NodeMembership::Approved
