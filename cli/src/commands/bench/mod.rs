@@ -1,6 +1,7 @@
 //! `gadus bench ...`: commands that measure and print one JSON line per configuration.
 //! Figures go into the README's benchmark table; tests never assert on them.
 
+mod burst;
 mod cluster;
 mod embedded;
 mod latency;
@@ -25,6 +26,8 @@ pub enum BenchCommand {
     DockerOverhead(latency::DockerArgs),
     /// N real nodes on loopback (libp2p), no-op WASM jobs submitted to one: jobs/s and latency.
     Cluster(cluster::Args),
+    /// Many no-op jobs at once from 1 and from N clients: drain time, executions per job.
+    Burst(burst::Args),
 }
 
 pub fn run(g: &super::Global, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -35,6 +38,7 @@ pub fn run(g: &super::Global, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::WasmLatency(a) => super::runtime()?.block_on(latency::wasm_latency(g, a)),
         BenchCommand::Api(a) => super::runtime()?.block_on(latency::api(g, a)),
         BenchCommand::Cluster(a) => cluster::run(g, a),
+        BenchCommand::Burst(a) => super::runtime()?.block_on(burst::run(g, a)),
         BenchCommand::DockerOverhead(a) => {
             super::runtime()?.block_on(latency::docker_overhead(g, a))
         }
