@@ -45,6 +45,32 @@ pub struct NodeConfig {
     pub network: NetworkSection,
     /// Logs.
     pub logging: LoggingSection,
+    /// The embedded content store (gadus's keys).
+    pub data_store: DataStoreSection,
+}
+
+/// `DataStore.*` (gadus's): what uploads into the embedded content store may use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DataStoreSection {
+    /// Largest CAR one request may upload (`POST /api/v1/data/car`, `gadus data add`).
+    pub max_upload_bytes: u64,
+    /// Most the content store may hold: a quantity (`50GB`) or a share of the data
+    /// directory's filesystem (`50%`). An upload that would take it past is refused (507).
+    pub quota: String,
+    /// Free space the node keeps on the data directory's filesystem (`5%`, `2GB`): an upload
+    /// that would leave less is refused (507) and its spool removed.
+    pub min_free_disk: String,
+}
+
+impl Default for DataStoreSection {
+    fn default() -> Self {
+        DataStoreSection {
+            max_upload_bytes: 8 << 30,
+            quota: "50%".into(),
+            min_free_disk: "5%".into(),
+        }
+    }
 }
 
 /// `API.*`.
@@ -422,6 +448,7 @@ impl Default for NodeConfig {
             publishers: PublishersSection::default(),
             network: NetworkSection::default(),
             logging: LoggingSection::default(),
+            data_store: DataStoreSection::default(),
         }
     }
 }
@@ -843,6 +870,12 @@ impl NodeConfig {
                     return Err(bad(&key, format!("{v:?} is over the limit of {max} s")));
                 }
             }
+        }
+        for (key, v) in [
+            ("DataStore.Quota", &self.data_store.quota),
+            ("DataStore.MinFreeDisk", &self.data_store.min_free_disk),
+        ] {
+            crate::share_of(v, 1.0).map_err(|e| bad(key, e))?;
         }
         for c in &self.api.rate_limit_exempt {
             crate::api::ratelimit::Cidr::parse(c).map_err(|e| bad("API.RateLimitExempt", e))?;

@@ -222,6 +222,18 @@ fn free_disk(path: &Path) -> u64 {
     rustix::fs::statvfs(path).map(|s| s.f_bavail * s.f_frsize).unwrap_or(100 << 30)
 }
 
+/// `80%` of `whole`, or an absolute byte quantity (`50GB`): for the byte-sized settings
+/// (`DataStore.Quota`, `DataStore.MinFreeDisk`).
+pub fn share_of(spec: &str, whole: f64) -> Result<f64, String> {
+    share(spec, whole, |s| parse_bytes(s).ok().map(|v| v as f64))
+}
+
+/// The size and the free space of the filesystem holding `path`, in bytes.
+pub fn filesystem_space(path: &Path) -> Option<(u64, u64)> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some((s.f_blocks.saturating_mul(s.f_frsize), s.f_bavail.saturating_mul(s.f_frsize)))
+}
+
 /// `80%` of `physical`, or an absolute quantity parsed with `parse`.
 fn share(spec: &str, physical: f64, parse: impl Fn(&str) -> Option<f64>) -> Result<f64, String> {
     let spec = spec.trim();

@@ -222,3 +222,54 @@ fn local_inputs_need_the_allow_list() {
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("allow"), "{text}");
 }
+
+/// Issue 13, item 2: uploads into the content store are bounded per request
+/// (`DataStore.MaxUploadBytes`, 413), by the store's quota (`DataStore.Quota`, 507) and by the
+/// free space the node keeps (`DataStore.MinFreeDisk`, 507), each refusal naming its key and
+/// leaving nothing behind (no spool file, no blocks).
+#[test]
+fn uploads_respect_the_request_cap_the_quota_and_the_free_space_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let bytes: Vec<u8> =
+        (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&big, &bytes).unwrap();
+    let small = dir.path().join("small.txt");
+    std::fs::write(&small, "small\n").unwrap();
+    let (big, small) = (big.to_str().unwrap(), small.to_str().unwrap());
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let spooled =
+        |node: &Node| std::fs::read_dir(node.data_dir.join("tmp")).map(|d| d.count()).unwrap_or(0);
+
+    let node = Node::start(&["-c", "DataStore.MaxUploadBytes=50000"]);
+    let o = node.cli(&["data", "add", "-q", big]);
+    assert!(!o.status.success() && text(&o).contains("DataStore.MaxUploadBytes"), "{}", text(&o));
+    assert_eq!(spooled(&node), 0, "the spool is removed");
+    assert!(node.cli(&["data", "add", "-q", small]).status.success());
+    drop(node);
+
+    let node = Node::start(&["-c", "DataStore.Quota=100KB"]);
+    let o = node.cli(&["data", "add", "-q", big]);
+    assert!(!o.status.success() && text(&o).contains("DataStore.Quota"), "{}", text(&o));
+    assert_eq!(spooled(&node), 0);
+    let o = node.cli(&["data", "add", "-q", small]);
+    assert!(o.status.success(), "within the quota: {}", text(&o));
+    drop(node);
+
+    let node = Node::start(&["-c", "DataStore.MinFreeDisk=100%"]);
+    let o = node.cli(&["data", "add", "-q", small]);
+    assert!(!o.status.success() && text(&o).contains("DataStore.MinFreeDisk"), "{}", text(&o));
+    assert_eq!(spooled(&node), 0);
+
+    // A bad setting stops the node at start, naming the key.
+    let data = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(support::gadus_bin())
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .args(["--api-host", "127.0.0.1", "--api-port", "0", "-c", "DataStore.Quota=lots"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && text(&o).contains("DataStore.Quota"), "{}", text(&o));
+}

@@ -305,33 +305,60 @@ async fn import_car(State(s): State<AppState>, body: Body) -> Result<Response, A
         .await
         .map_err(|e| ApiErr::internal(format!("creating {}: {e}", spool.display())))?;
     let guard = RemoveOnDrop(spool.clone());
+    let limits = &s.config.data_store;
+    let max = limits.max_upload_bytes.min(MAX_CAR_UPLOAD);
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
+    let mut checked_at = 0u64;
     use tokio::io::AsyncWriteExt;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiErr::bad_request(format!("reading the body: {e}")))?;
         total += chunk.len() as u64;
-        if total > MAX_CAR_UPLOAD {
+        if total > max {
             return Err(ApiErr::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BadRequest",
-                format!("CAR exceeds {MAX_CAR_UPLOAD} bytes"),
+                format!("CAR exceeds {max} bytes (DataStore.MaxUploadBytes)"),
             ));
+        }
+        // The spool must not eat the node's last free space: checked every 16 MiB.
+        if total - checked_at >= 16 << 20 || checked_at == 0 {
+            checked_at = total;
+            keeps_free_space(&s, &spool_dir, 0)?;
         }
         file.write_all(&chunk).await.map_err(|e| ApiErr::internal(e.to_string()))?;
     }
     file.flush().await.map_err(|e| ApiErr::internal(e.to_string()))?;
     drop(file);
+    // The import copies the blocks into the store: it needs that much room again, and the
+    // store must stay within its quota.
+    keeps_free_space(&s, &spool_dir, total)?;
+    let (fs_size, _) = crate::filesystem_space(&spool_dir).unwrap_or((u64::MAX, u64::MAX));
+    let quota = crate::share_of(&limits.quota, fs_size as f64)
+        .map_err(|e| ApiErr::internal(format!("DataStore.Quota: {e}")))? as u64;
     let path = spool.clone();
     let report = tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let held = store.stats().map_err(|e| (false, e.to_string()))?.bytes;
+        if held.saturating_add(total) > quota {
+            return Err((
+                true,
+                format!("the content store holds {held} bytes; this {total}-byte CAR would take it past its quota of {quota} bytes (DataStore.Quota)"),
+            ));
+        }
+        let f = std::fs::File::open(&path).map_err(|e| (false, e.to_string()))?;
         store
             .import_car(std::io::BufReader::new(f), &CarImportOptions::default())
-            .map_err(|e| e.to_string())
+            .map_err(|e| (false, e.to_string()))
     })
     .await
     .map_err(|e| ApiErr::internal(e.to_string()))?
-    .map_err(|e| ApiErr::bad_request(format!("CAR import refused: {e}")).component("Content"))?;
+    .map_err(|(full, e)| {
+        if full {
+            insufficient_storage(e)
+        } else {
+            ApiErr::bad_request(format!("CAR import refused: {e}")).component("Content")
+        }
+    })?;
     drop(guard);
     Ok(super::json_ok(&json!({
         "Roots": report.roots.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
@@ -339,6 +366,26 @@ async fn import_car(State(s): State<AppState>, body: Body) -> Result<Response, A
         "BlocksAdded": report.blocks_added,
         "Bytes": total,
     })))
+}
+
+fn insufficient_storage(message: String) -> ApiErr {
+    ApiErr::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", message)
+        .component("Content")
+}
+
+/// Refuses (507) when taking `more` bytes would leave the data directory's filesystem with
+/// less than `DataStore.MinFreeDisk`.
+fn keeps_free_space(s: &AppState, dir: &std::path::Path, more: u64) -> Result<(), ApiErr> {
+    let Some((size, free)) = crate::filesystem_space(dir) else { return Ok(()) };
+    let floor = crate::share_of(&s.config.data_store.min_free_disk, size as f64)
+        .map_err(|e| ApiErr::internal(format!("DataStore.MinFreeDisk: {e}")))?
+        as u64;
+    if free.saturating_sub(more) < floor {
+        return Err(insufficient_storage(format!(
+            "the node keeps {floor} bytes free on its data disk (DataStore.MinFreeDisk) and has {free}; this upload needs {more} more"
+        )));
+    }
+    Ok(())
 }
 
 struct RemoveOnDrop(PathBuf);
