@@ -219,7 +219,7 @@ fn physical_memory() -> u64 {
 }
 
 fn free_disk(path: &Path) -> u64 {
-    rustix::fs::statvfs(path).map(|s| s.f_bavail * s.f_frsize).unwrap_or(100 << 30)
+    filesystem_space(path).map_or(100 << 30, |(_, free)| free)
 }
 
 /// `80%` of `whole`, or an absolute byte quantity (`50GB`): for the byte-sized settings

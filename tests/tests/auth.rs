@@ -314,20 +314,24 @@ async fn a_password_login_through_the_clis_prompts() {
     assert!(list.status.success(), "{}", text(&list));
 }
 
-/// `gadus auth hash-password` prints `[hash, salt]` that Bacalhau's `scrypt` check accepts.
-#[tokio::test]
-async fn hash_password_makes_entries_the_ask_policy_accepts() {
-    let p = bacalhau_policies();
-    let client = tempfile::tempdir().unwrap();
+/// What `gadus auth hash-password` prints for `password` fed on stdin: `[hash, salt]`.
+fn hash_password(password: &str) -> Value {
     let mut child = Command::new(gadus_bin())
         .args(["auth", "hash-password"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let pair: Value = serde_json::from_slice(&out.stdout).unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// `gadus auth hash-password` prints `[hash, salt]` that Bacalhau's `scrypt` check accepts.
+#[tokio::test]
+async fn hash_password_makes_entries_the_ask_policy_accepts() {
+    let p = bacalhau_policies();
+    let client = tempfile::tempdir().unwrap();
+    let pair = hash_password("s3cret");
     let (hash, salt) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
     // Bacalhau's tested password policy with this pair for its user. (Its untested sibling
     // `ask_ns_password.rego` checks `username in userlist`, which in Rego tests the map's
@@ -705,14 +709,7 @@ async fn ownership_cannot_be_dodged_by_spelling_or_by_another_route() {
 #[tokio::test]
 async fn the_password_and_allowed_clients_builtins_take_the_operators_lists() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(gadus_bin())
-        .args(["auth", "hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let pair: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    let pair = hash_password("s3cret");
     let users = dir.path().join("users.json");
     std::fs::write(&users, json!({ "alice": pair }).to_string()).unwrap();
     let users_key = format!("API.Auth.Methods.Password.UsersFile={}", users.display());

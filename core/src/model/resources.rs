@@ -93,6 +93,17 @@ impl Resources {
         }
     }
 
+    /// Component-wise minimum.
+    pub fn min(&self, o: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu.min(o.cpu),
+            memory: self.memory.min(o.memory),
+            disk: self.disk.min(o.disk),
+            gpu: self.gpu.min(o.gpu),
+            gpus: Vec::new(),
+        }
+    }
+
     /// Component-wise difference, floored at zero.
     pub fn sub(&self, o: &Resources) -> Resources {
         Resources {

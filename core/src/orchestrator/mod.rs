@@ -1487,10 +1487,7 @@ impl Orchestrator {
             && n.promised.remove(id).is_none()
             && matches!(end, End::Completed | End::Failed)
         {
-            n.available = n.available.add(&r);
-            if !n.available.fits_in(&n.max) {
-                n.available = n.max.clone();
-            }
+            n.available = n.available.add(&r).min(&n.max);
         }
         self.trigger_queued(now);
         self.set_exec_state(now, id, state, Some(ExecutionDesiredStateType::Stopped), message);

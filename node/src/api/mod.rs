@@ -212,42 +212,16 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let timeout = crate::config::parse_duration(&s.config.api.request_timeout)
         .unwrap_or(Duration::from_secs(30));
     let version_check = check_client_version(&req);
-    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if is_write
-        && let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>().copied()
-        && let Err(wait) = s.write_limiter.admit(addr.ip(), Instant::now())
-    {
-        let secs = wait.as_secs().max(1);
-        let mut resp = REQUEST_ID
-            .scope(
-                id.clone(),
-                async {
-                    ApiErr::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequests",
-                        format!(
-                            "more than {} writes a second from {} (API.WritesPerSecond); retry in {secs}s",
-                            s.config.api.writes_per_second,
-                            addr.ip()
-                        ),
-                    )
-                    .into_response()
-                },
-            )
-            .await;
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
-        s.node.shared.metrics.api(&method, &route, 429, started.elapsed());
-        return resp;
-    }
+    let throttled = write_limit(&s, &req);
+    let config = s.config.clone();
     let limit = s.config.api.max_body_bytes;
     let auth = s.auth.clone();
     let store = s.node.shared.store.clone();
     let fut = async move {
+        // Throttled writes are answered before their bodies are read.
+        if let Some(wait) = throttled {
+            return too_many_writes(&config.api, wait);
+        }
         // Read the body here, under the size limit: an oversized one is drained (up to a hard
         // cap) before answering 413, so the client sees the answer instead of a reset.
         // The body's read is cut by the request timeout too: a client that trickles it
@@ -301,6 +275,35 @@ async fn edge(State(s): State<AppState>, req: Request, next: Next) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     s.node.shared.metrics.api(&method, &route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// For a write (any method but GET, HEAD and OPTIONS) over its client's rate
+/// (`API.WritesPerSecond`): the client's address and how long until it may write again.
+fn write_limit(s: &AppState, req: &Request) -> Option<(std::net::IpAddr, Duration)> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let ClientAddr(addr) = req.extensions().get::<ClientAddr>().copied()?;
+    s.write_limiter.admit(addr.ip(), Instant::now()).err().map(|wait| (addr.ip(), wait))
+}
+
+/// 429 in Bacalhau's shape, with Retry-After.
+fn too_many_writes(
+    api: &crate::config::ApiConfig,
+    (ip, wait): (std::net::IpAddr, Duration),
+) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut resp = ApiErr::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        format!(
+            "more than {} writes a second from {ip} (API.WritesPerSecond); retry in {secs}s",
+            api.writes_per_second
+        ),
+    )
+    .into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
 }
 
